@@ -1,0 +1,77 @@
+# kvtrace / kvanalyze / kvplot
+#   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot
+#   make check      build and run every test (see tests/run.sh)
+#   make bench      run the CPU benchmarks in bench/
+#   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
+#
+# Layout: every .c file under common/, kernels/, tracer/, analyzer/, plots/
+# except <tool>/main.c goes into build/libkv.a; each tool is its main.c
+# linked against it; each tests/test_*.c is one Check test program.
+
+CC      ?= gcc
+PKGS    := hdf5 openblas libcjson libpcre2-8 libutf8proc
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -I. \
+           $(shell pkg-config --cflags $(PKGS))
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm
+TEST_LDLIBS := $(shell pkg-config --libs check)
+
+ifeq ($(SANITIZE),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDLIBS  += -fsanitize=address,undefined
+endif
+
+BUILD   := build
+LIBSRC  := $(filter-out %/main.c,$(wildcard common/*.c kernels/*.c tracer/*.c analyzer/*.c plots/*.c))
+LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
+TESTSRC := $(wildcard tests/test_*.c)
+TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
+
+# tracer/main.c -> bin/kvtrace, analyzer/main.c -> bin/kvanalyze, plots/main.c -> bin/kvplot
+TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
+         $(if $(wildcard analyzer/main.c),bin/kvanalyze) \
+         $(if $(wildcard plots/main.c),bin/kvplot)
+
+.PHONY: all check bench clean deps
+all: $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libkv.a: $(LIBOBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+bin/kvtrace: $(BUILD)/tracer/main.o $(BUILD)/libkv.a
+	@mkdir -p bin
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+bin/kvanalyze: $(BUILD)/analyzer/main.o $(BUILD)/libkv.a
+	@mkdir -p bin
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+bin/kvplot: $(BUILD)/plots/main.o $(BUILD)/libkv.a
+	@mkdir -p bin
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+bin/tests/%: $(BUILD)/tests/%.o $(BUILD)/libkv.a
+	@mkdir -p bin/tests
+	$(CC) $(CFLAGS) $^ -o $@ $(TEST_LDLIBS) $(LDLIBS)
+
+$(BUILD)/tests/%.o: CFLAGS += $(shell pkg-config --cflags check)
+
+check: $(TOOLS) $(TESTBIN)
+	bash tests/run.sh
+
+bench: $(TOOLS)
+	bash bench/run.sh
+
+deps:
+	bash tools/install-deps.sh
+
+clean:
+	rm -rf $(BUILD) bin
+
+-include $(LIBOBJ:.o=.d) $(BUILD)/tracer/main.d $(BUILD)/analyzer/main.d $(BUILD)/plots/main.d
