@@ -17,13 +17,18 @@ int kv_fail(kv_error *err, const char *fmt, ...) {
 
 int kv_wrap(kv_error *err, const char *fmt, ...) {
     if (!err) return -1;
-    char prefix[512], old[sizeof err->msg];
+    char prefix[256], old[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    memcpy(err->msg, prefix, n);
+    memcpy(err->msg + n, ": ", 3);
+    size_t room = sizeof err->msg - n - 3;
+    strncpy(err->msg + n + 2, old, room);
+    err->msg[sizeof err->msg - 1] = 0;
     return -1;
 }
 

@@ -1,0 +1,243 @@
+/* CPU backend: OpenBLAS sgemm for every product, OpenMP for the rest.
+ * Weights are converted to float32 when uploaded. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/dtype.h"
+#include "kernels/kernels.h"
+
+/* Query rows per attention block: the working set is ATTN_BLOCK × N floats
+ * per thread. */
+#define ATTN_BLOCK 64
+
+typedef struct {
+    int threads;
+} cpu_impl;
+
+static void *cpu_alloc(kv_kernels *k, size_t bytes, kv_error *err) {
+    (void)k;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) {
+        kv_fail(err, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    return p;
+}
+
+static void cpu_free(kv_kernels *k, void *p) {
+    (void)k;
+    free(p);
+}
+
+static int cpu_copy(kv_kernels *k, void *dst, const void *src, size_t bytes, kv_error *err) {
+    (void)k, (void)err;
+    memcpy(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_upload_weight(kv_kernels *k, kv_weight *w, const void *host, int dtype, int rows, int cols,
+                             kv_error *err) {
+    size_t n = (size_t)rows * cols;
+    float *d = cpu_alloc(k, n * sizeof(float), err);
+    if (!d) return -1;
+    kv_to_f32(d, host, (kv_dtype)dtype, n);
+    *w = (kv_weight){.data = d, .dtype = KV_F32, .rows = rows, .cols = cols};
+    return 0;
+}
+
+static int cpu_embed(kv_kernels *k, float *x, const kv_weight *table, const int32_t *tokens, int n, kv_error *err) {
+    (void)k;
+    const float *t = table->data;
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= table->rows)
+            return kv_fail(err, "token id %d at position %d is outside the embedding table (%d rows)", tokens[i], i,
+                           table->rows);
+        memcpy(x + (size_t)i * table->cols, t + (size_t)tokens[i] * table->cols, table->cols * sizeof(float));
+    }
+    return 0;
+}
+
+static int cpu_matmul(kv_kernels *k, float *y, const float *x, const kv_weight *w, const float *bias, int n,
+                      kv_error *err) {
+    (void)k, (void)err;
+    int out = w->rows, in = w->cols;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w->data, in, 0.0f, y, out);
+    if (bias) {
+#pragma omp parallel for
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < out; j++) y[(size_t)i * out + j] += bias[j];
+    }
+    return 0;
+}
+
+static int cpu_rmsnorm(kv_kernels *k, float *y, const float *x, const float *w, int n, int dim, float eps,
+                       kv_error *err) {
+    (void)k, (void)err;
+#pragma omp parallel for
+    for (int i = 0; i < n; i++) {
+        const float *xr = x + (size_t)i * dim;
+        float *yr = y + (size_t)i * dim;
+        float ss = 0;
+        for (int j = 0; j < dim; j++) ss += xr[j] * xr[j];
+        float r = 1.0f / sqrtf(ss / dim + eps);
+        for (int j = 0; j < dim; j++) yr[j] = xr[j] * r * w[j];
+    }
+    return 0;
+}
+
+static int cpu_rope(kv_kernels *k, float *x, int n, int n_heads, int hd, const float *cos, const float *sin,
+                    kv_error *err) {
+    (void)k, (void)err;
+    int half = hd / 2;
+#pragma omp parallel for
+    for (int i = 0; i < n; i++) {
+        const float *c = cos + (size_t)i * half, *s = sin + (size_t)i * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)i * n_heads + h) * hd;
+            for (int j = 0; j < half; j++) {
+                float a = v[j], b = v[j + half];
+                v[j] = a * c[j] - b * s[j];
+                v[j + half] = b * c[j] + a * s[j];
+            }
+        }
+    }
+    return 0;
+}
+
+static int cpu_swiglu(kv_kernels *k, float *gate, const float *up, size_t n, kv_error *err) {
+    (void)k, (void)err;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+    return 0;
+}
+
+static int cpu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *err) {
+    (void)k, (void)err;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+    return 0;
+}
+
+/* One head, query rows [r0, r1): probabilities into p [rows, r1] (columns
+ * below the first visible key are zero), captures, then out rows. */
+static void attn_block(float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
+                       int n_kv_heads, int hd, int sw, int h, int r0, int r1, float *p,
+                       const kv_attn_capture *cap) {
+    int qd = n_heads * hd, kvd = n_kv_heads * hd, g = h / (n_heads / n_kv_heads);
+    int rows = r1 - r0, nk = r1;
+    int k0 = sw > 0 && r0 - sw + 1 > 0 ? r0 - sw + 1 : 0; /* first key any row of the block sees */
+    float scale = 1.0f / sqrtf((float)hd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk - k0, hd, scale, q + (size_t)r0 * qd + h * hd, qd,
+                kk + (size_t)k0 * kvd + g * hd, kvd, 0.0f, p + k0, nk);
+    for (int r = 0; r < rows; r++) {
+        int i = r0 + r;
+        int lo = sw > 0 && i - sw + 1 > 0 ? i - sw + 1 : 0;
+        float *pr = p + (size_t)r * nk;
+        float m = -INFINITY;
+        for (int j = lo; j <= i; j++) m = pr[j] > m ? pr[j] : m;
+        float sum = 0;
+        for (int j = lo; j <= i; j++) {
+            float e = expf(pr[j] - m);
+            pr[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = lo; j <= i; j++) pr[j] *= inv;
+        for (int j = 0; j < lo; j++) pr[j] = 0;
+        for (int j = i + 1; j < nk; j++) pr[j] = 0;
+    }
+    if (cap && cap->colsum) {
+        float *cs = cap->colsum + (size_t)h * n;
+        for (int r = 0; r < rows; r++) {
+            const float *pr = p + (size_t)r * nk;
+            for (int j = k0; j <= r0 + r; j++) cs[j] += pr[j];
+        }
+    }
+    if (cap && cap->window) {
+        int first = n - cap->window_rows;
+        for (int r = 0; r < rows; r++) {
+            int i = r0 + r;
+            if (i < first) continue;
+            float *wr = cap->window + ((size_t)h * cap->window_rows + (i - first)) * n;
+            memcpy(wr, p + (size_t)r * nk, nk * sizeof(float));
+            memset(wr + nk, 0, (size_t)(n - nk) * sizeof(float));
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk - k0, 1.0f, p + k0, nk,
+                v + (size_t)k0 * kvd + g * hd, kvd, 0.0f, out + (size_t)r0 * qd + h * hd, qd);
+}
+
+static int cpu_attention(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n,
+                         int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_capture *cap, kv_error *err) {
+    cpu_impl *impl = k->impl;
+    if (cap && cap->colsum) memset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float));
+    int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
+    if (cap && cap->maps) {
+        /* Full maps go to the sink in order: heads one after another, BLAS
+         * threads inside each product. */
+        float *p = cpu_alloc(k, (size_t)blk * n * sizeof(float), err);
+        if (!p) return -1;
+        for (int h = 0; h < n_heads; h++)
+            for (int r0 = 0; r0 < n; r0 += blk) {
+                int r1 = r0 + blk < n ? r0 + blk : n;
+                attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, cap);
+                if (cap->maps->block(cap->maps->ctx, h, r0, r1 - r0, p, r1, err)) {
+                    free(p);
+                    return -1;
+                }
+            }
+        free(p);
+        return 0;
+    }
+    /* Heads in parallel, one single-threaded BLAS call each. */
+    int threads = impl->threads > 0 ? impl->threads : omp_get_max_threads();
+    float *pbuf = cpu_alloc(k, (size_t)threads * blk * n * sizeof(float), err);
+    if (!pbuf) return -1;
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int h = 0; h < n_heads; h++) {
+        float *p = pbuf + (size_t)omp_get_thread_num() * blk * n;
+        for (int r0 = 0; r0 < n; r0 += blk) {
+            int r1 = r0 + blk < n ? r0 + blk : n;
+            attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, cap);
+        }
+    }
+    openblas_set_num_threads(blas_threads);
+    free(pbuf);
+    return 0;
+}
+
+static void cpu_destroy(kv_kernels *k) {
+    if (!k) return;
+    free(k->impl);
+    free(k);
+}
+
+kv_kernels *kv_kernels_cpu(int threads, kv_error *err) {
+    kv_kernels *k = kv_calloc(1, sizeof *k, err);
+    cpu_impl *impl = kv_calloc(1, sizeof *impl, err);
+    if (!k || !impl) {
+        free(k);
+        free(impl);
+        return NULL;
+    }
+    if (threads > 0) {
+        openblas_set_num_threads(threads);
+        omp_set_num_threads(threads);
+    }
+    impl->threads = threads;
+    *k = (kv_kernels){
+        .name = "cpu", .impl = impl, .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy,
+        .download = cpu_copy, .upload_weight = cpu_upload_weight, .embed = cpu_embed, .matmul = cpu_matmul,
+        .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .swiglu = cpu_swiglu, .add = cpu_add,
+        .attention = cpu_attention, .destroy = cpu_destroy,
+    };
+    return k;
+}

@@ -1,0 +1,81 @@
+/* The numeric building blocks of the forward pass, behind one interface.
+ * A backend (kernels/cpu.c now, kernels/cuda.cu later) fills a kv_kernels
+ * table; the tracer calls only through it, on buffers the backend allocated
+ * ("device" buffers; host memory on the CPU backend). All activations are
+ * float32, row-major. Weights keep whatever dtype the backend chose when
+ * they were uploaded (the CPU backend converts to float32).
+ *
+ * Every kernel here has a plain reference in tests/test_kernels.c that
+ * validates it. */
+#ifndef KV_KERNELS_H
+#define KV_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/error.h"
+
+/* A weight matrix W [rows, cols] (rows = out features, cols = in features),
+ * as stored by PyTorch's nn.Linear. */
+typedef struct {
+    void *data;   /* device memory */
+    int dtype;    /* kv_dtype of data (tracer/safetensors.h) */
+    int rows, cols;
+} kv_weight;
+
+/* Receives blocks of attention probabilities (host memory) for full maps.
+ * probs [rows, n_keys] covers query rows [row0, row0 + rows) of one head;
+ * columns past n_keys are zero. Called in order of head, then row0. */
+typedef struct {
+    int (*block)(void *ctx, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err);
+    void *ctx;
+} kv_map_sink;
+
+/* What attention captures for the trace besides its output (NULL: skip). */
+typedef struct {
+    float *colsum;    /* [H, N] device: Σ over query rows of A[h, i, j] (overwritten) */
+    float *window;    /* [H, W', N] device: rows N - W' .. N - 1 of A (overwritten) */
+    int window_rows;  /* W' = min(W, N) */
+    kv_map_sink *maps;/* full maps, or NULL */
+} kv_attn_capture;
+
+typedef struct kv_kernels kv_kernels;
+struct kv_kernels {
+    const char *name;
+    void *impl;
+
+    void *(*alloc)(kv_kernels *k, size_t bytes, kv_error *err);
+    void (*free)(kv_kernels *k, void *p);
+    int (*upload)(kv_kernels *k, void *dst, const void *src, size_t bytes, kv_error *err);
+    int (*download)(kv_kernels *k, void *dst, const void *src, size_t bytes, kv_error *err);
+    /* Uploads a weight given in checkpoint dtype (host pointer); the backend
+     * picks its storage dtype. */
+    int (*upload_weight)(kv_kernels *k, kv_weight *w, const void *host, int dtype, int rows, int cols, kv_error *err);
+
+    /* x[n, D] = table[tokens[i], :]; tokens is a host array. */
+    int (*embed)(kv_kernels *k, float *x, const kv_weight *table, const int32_t *tokens, int n, kv_error *err);
+    /* y[n, out] = x[n, in] · Wᵀ (+ bias[out] when bias != NULL) */
+    int (*matmul)(kv_kernels *k, float *y, const float *x, const kv_weight *w, const float *bias, int n, kv_error *err);
+    /* y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * w, for rows r < n of width dim; y may be x */
+    int (*rmsnorm)(kv_kernels *k, float *y, const float *x, const float *w, int n, int dim, float eps, kv_error *err);
+    /* Rotary embedding in place on x[n, n_heads·hd] at positions 0..n-1,
+     * Hugging Face rotate_half convention (element j pairs with j + hd/2).
+     * cos, sin [n, hd/2] are device tables. */
+    int (*rope)(kv_kernels *k, float *x, int n, int n_heads, int hd, const float *cos, const float *sin, kv_error *err);
+    /* gate[i] = silu(gate[i]) * up[i] for i < n */
+    int (*swiglu)(kv_kernels *k, float *gate, const float *up, size_t n, kv_error *err);
+    /* x[i] += y[i] */
+    int (*add)(kv_kernels *k, float *x, const float *y, size_t n, kv_error *err);
+    /* Causal (optionally sliding-window) softmax attention of one layer,
+     * computed in blocks of query rows so that no N×N map is held.
+     * q [N, H·hd], k and v [N, KVH·hd], out [N, H·hd]; scale 1/sqrt(hd).
+     * sliding_window 0: none, else query i sees key j iff 0 <= i - j < sliding_window. */
+    int (*attention)(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
+                     int n_kv_heads, int hd, int sliding_window, const kv_attn_capture *cap, kv_error *err);
+
+    void (*destroy)(kv_kernels *k);
+};
+
+/* CPU backend (OpenBLAS). threads <= 0: library default. */
+kv_kernels *kv_kernels_cpu(int threads, kv_error *err);
+
+#endif

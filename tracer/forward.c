@@ -1,0 +1,175 @@
+#include "tracer/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Activations of one prompt, on the backend. */
+typedef struct {
+    float *x;        /* [N, D] residual stream */
+    float *xn;       /* [N, D] normalised input of a block */
+    float *q;        /* [N, H·hd] */
+    float *kk;       /* [N, KVH·hd] */
+    float *v;        /* [N, KVH·hd] */
+    float *att;      /* [N, H·hd] attention output before o_proj */
+    float *proj;     /* [N, D] block output */
+    float *gate;     /* [N, I] */
+    float *up;       /* [N, I] */
+    float *cos, *sin;/* [N, hd/2] RoPE tables */
+    float *colsum;   /* [H, N] */
+    float *window;   /* [H, W', N] */
+    float *logits;   /* [V] */
+} run_state;
+
+typedef struct {
+    float *colsum;   /* [H, N] */
+    float *window;   /* [H, W', N] */
+    float *v;        /* [N, KVH·hd] */
+} host_capture;
+
+size_t kv_forward_bytes(const kv_config *c, int n, int window) {
+    size_t N = (size_t)n, W = (size_t)(window < n ? window : n);
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t floats = N * c->hidden_size * 3 + N * qd * 2 + N * kvd * 2 + N * c->intermediate_size * 2 +
+                    N * c->head_dim + (size_t)c->n_heads * N * (1 + W) + c->vocab_size;
+    return 2 * floats * sizeof(float); /* device buffers plus host staging */
+}
+
+static void free_state(kv_kernels *k, run_state *s) {
+    float **bufs = (float **)s;
+    for (size_t i = 0; i < sizeof *s / sizeof(float *); i++)
+        if (bufs[i]) k->free(k, bufs[i]);
+    memset(s, 0, sizeof *s);
+}
+
+static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, int wrows, kv_error *err) {
+    memset(s, 0, sizeof *s);
+    size_t N = n, D = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
+    size_t qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    struct { float **p; size_t n; } want[] = {
+        {&s->x, N * D},   {&s->xn, N * D},  {&s->q, N * qd},    {&s->kk, N * kvd},
+        {&s->v, N * kvd}, {&s->att, N * qd}, {&s->proj, N * D},   {&s->gate, N * I},
+        {&s->up, N * I},  {&s->cos, N * hd / 2}, {&s->sin, N * hd / 2},
+        {&s->colsum, c->n_heads * N}, {&s->window, c->n_heads * (size_t)wrows * N}, {&s->logits, c->vocab_size},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!(*want[i].p = k->alloc(k, want[i].n * sizeof(float), err))) {
+            free_state(k, s);
+            return -1;
+        }
+    return 0;
+}
+
+/* cos/sin [n, hd/2] at positions 0..n-1, computed in double and rounded. */
+static int upload_rope_tables(kv_kernels *k, run_state *s, const kv_config *c, int n, kv_error *err) {
+    int half = c->head_dim / 2;
+    double *inv = malloc(half * sizeof(double));
+    float *cs = malloc((size_t)n * half * sizeof(float)), *sn = malloc((size_t)n * half * sizeof(float));
+    int rc = -1;
+    if (!inv || !cs || !sn) {
+        kv_fail(err, "out of memory building RoPE tables for %d positions", n);
+        goto done;
+    }
+    kv_rope_inv_freq(c, inv);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < half; j++) {
+            double a = i * inv[j];
+            cs[(size_t)i * half + j] = (float)cos(a);
+            sn[(size_t)i * half + j] = (float)sin(a);
+        }
+    rc = k->upload(k, s->cos, cs, (size_t)n * half * sizeof(float), err) ||
+                 k->upload(k, s->sin, sn, (size_t)n * half * sizeof(float), err)
+             ? -1
+             : 0;
+done:
+    free(inv);
+    free(cs);
+    free(sn);
+    return rc;
+}
+
+static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, int n, const kv_capture_hooks *hooks,
+                           host_capture *hc, kv_error *err) {
+    kv_kernels *k = m->k;
+    const kv_config *c = &m->cfg;
+    int H = c->n_heads, KVH = c->n_kv_heads, hd = c->head_dim, D = c->hidden_size;
+    if (k->rmsnorm(k, s->xn, s->x, L->attn_norm, n, D, c->rms_norm_eps, err) ||
+        k->matmul(k, s->q, s->xn, &L->wq, L->bq, n, err) || k->matmul(k, s->kk, s->xn, &L->wk, L->bk, n, err) ||
+        k->matmul(k, s->v, s->xn, &L->wv, L->bv, n, err))
+        return -1;
+    if (c->qk_norm && (k->rmsnorm(k, s->q, s->q, L->q_norm, n * H, hd, c->rms_norm_eps, err) ||
+                       k->rmsnorm(k, s->kk, s->kk, L->k_norm, n * KVH, hd, c->rms_norm_eps, err)))
+        return -1;
+    if (k->rope(k, s->q, n, H, hd, s->cos, s->sin, err) || k->rope(k, s->kk, n, KVH, hd, s->cos, s->sin, err))
+        return -1;
+    int capture = hooks && hooks->want_layer && hooks->want_layer(hooks->ctx, l);
+    int wrows = hooks && hooks->window < n ? hooks->window : n;
+    kv_attn_capture cap = {.colsum = s->colsum, .window = s->window, .window_rows = wrows,
+                           .maps = hooks && hooks->map_sink ? hooks->map_sink(hooks->ctx, l) : NULL};
+    if (k->attention(k, s->att, s->q, s->kk, s->v, n, H, KVH, hd, c->sliding_window, capture ? &cap : NULL, err))
+        return -1;
+    if (capture) {
+        if (k->download(k, hc->colsum, s->colsum, (size_t)H * n * sizeof(float), err) ||
+            k->download(k, hc->window, s->window, (size_t)H * wrows * n * sizeof(float), err) ||
+            k->download(k, hc->v, s->v, (size_t)n * KVH * hd * sizeof(float), err) ||
+            hooks->layer_done(hooks->ctx, l, hc->colsum, hc->window, hc->v, err))
+            return -1;
+    }
+    if (k->matmul(k, s->proj, s->att, &L->wo, L->bo, n, err)) return -1;
+    return k->add(k, s->x, s->proj, (size_t)n * D, err);
+}
+
+static int mlp_block(kv_model *m, run_state *s, const kv_layer *L, int n, kv_error *err) {
+    kv_kernels *k = m->k;
+    const kv_config *c = &m->cfg;
+    return k->rmsnorm(k, s->xn, s->x, L->mlp_norm, n, c->hidden_size, c->rms_norm_eps, err) ||
+                   k->matmul(k, s->gate, s->xn, &L->w_gate, NULL, n, err) ||
+                   k->matmul(k, s->up, s->xn, &L->w_up, NULL, n, err) ||
+                   k->swiglu(k, s->gate, s->up, (size_t)n * c->intermediate_size, err) ||
+                   k->matmul(k, s->proj, s->gate, &L->w_down, NULL, n, err) ||
+                   k->add(k, s->x, s->proj, (size_t)n * c->hidden_size, err)
+               ? -1
+               : 0;
+}
+
+int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks, float *logits,
+               kv_error *err) {
+    kv_kernels *k = m->k;
+    const kv_config *c = &m->cfg;
+    if (n <= 0) return kv_fail(err, "empty prompt");
+    int wrows = hooks && hooks->window < n ? hooks->window : n;
+    if (wrows < 1) wrows = 1;
+    run_state s;
+    if (build_state(k, &s, c, n, wrows, err)) return -1;
+    host_capture hc = {0};
+    int rc = -1;
+    if (hooks) {
+        hc.colsum = kv_malloc((size_t)c->n_heads * n * sizeof(float), err);
+        hc.window = kv_malloc((size_t)c->n_heads * wrows * n * sizeof(float), err);
+        hc.v = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
+        if (!hc.colsum || !hc.window || !hc.v) goto done;
+    }
+    if (upload_rope_tables(k, &s, c, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
+    for (int l = 0; l < c->n_layers; l++) {
+        const kv_layer *L = &m->layers[l];
+        if (attention_block(m, &s, L, l, n, hooks, &hc, err) || mlp_block(m, &s, L, n, err)) {
+            kv_wrap(err, "layer %d", l);
+            goto done;
+        }
+        if (hooks && hooks->progress) hooks->progress(hooks->ctx, l);
+    }
+    if (logits) {
+        float *last = s.x + (size_t)(n - 1) * c->hidden_size;
+        if (k->rmsnorm(k, s.xn, last, m->final_norm, 1, c->hidden_size, c->rms_norm_eps, err) ||
+            k->matmul(k, s.logits, s.xn, &m->lm_head, NULL, 1, err) ||
+            k->download(k, logits, s.logits, (size_t)c->vocab_size * sizeof(float), err))
+            goto done;
+    }
+    rc = 0;
+done:
+    free(hc.colsum);
+    free(hc.window);
+    free(hc.v);
+    free_state(k, &s);
+    return rc;
+}
