@@ -1,0 +1,190 @@
+/* kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F)
+ *                  [--pieces] [--no-special] [--special-text STR]...
+ * Prints the ids as one JSON array; with --pieces an array of
+ * {"id", "piece", "flags"} objects (docs/tokens.md). */
+#include <cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tracer/tokenizer.h"
+
+static const char USAGE[] =
+    "usage: kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F)\n"
+    "                        [--pieces] [--no-special] [--special-text STR]...\n";
+
+static char *read_all(const char *path, size_t *len, kv_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return kv_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    size_t cap = 1 << 16, n = 0, got;
+    char *s = malloc(cap + 1);
+    while (s && (got = fread(s + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *bigger = realloc(s, cap * 2 + 1);
+            if (!bigger) free(s);
+            s = bigger;
+            cap *= 2;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!s) return kv_fail(err, "%s: out of memory", path), NULL;
+    if (bad) {
+        free(s);
+        return kv_fail(err, "%s: read error", path), NULL;
+    }
+    s[n] = 0;
+    *len = n;
+    return s;
+}
+
+static void add_id(const cJSON *v, int32_t *ids, size_t cap, size_t *n) {
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && *n < cap) ids[(*n)++] = (int32_t)v->valuedouble;
+    if (cJSON_IsArray(v)) {
+        const cJSON *x;
+        cJSON_ArrayForEach(x, v) add_id(x, ids, cap, n);
+    }
+}
+
+int kv_tokenizer_config_special_ids(const char *config_path, int32_t *ids, size_t cap, size_t *n,
+                                    kv_error *err) {
+    *n = 0;
+    size_t len;
+    char *json = read_all(config_path, &len, err);
+    if (!json) return -1;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    free(json);
+    if (!root) return kv_fail(err, "%s: not valid JSON", config_path);
+    const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+    for (int k = 0; k < 3; k++) add_id(cJSON_GetObjectItemCaseSensitive(root, keys[k]), ids, cap, n);
+    cJSON_Delete(root);
+    return 0;
+}
+
+int kv_tokenize_main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"tokenizer", required_argument, 0, 't'},
+        {"text", required_argument, 0, 'x'},    {"file", required_argument, 0, 'f'},
+        {"pieces", no_argument, 0, 'p'},        {"no-special", no_argument, 0, 'n'},
+        {"special-text", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
+    int want_pieces = 0, add_special = 1;
+    const char **stexts = calloc((size_t)argc + 1, sizeof *stexts);
+    size_t n_stexts = 0;
+    if (!stexts) {
+        fprintf(stderr, "kvtrace tokenize: out of memory\n");
+        return 1;
+    }
+    optind = 0; /* full re-initialisation: the caller may have used getopt */
+    opterr = 0;
+    int c, status = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 't': tok_path = optarg; break;
+        case 'x': text = optarg; break;
+        case 'f': file = optarg; break;
+        case 'p': want_pieces = 1; break;
+        case 'n': add_special = 0; break;
+        case 's': stexts[n_stexts++] = optarg; break;
+        case 'h':
+            fputs(USAGE, stdout);
+            free(stexts);
+            return 0;
+        default:
+            fprintf(stderr, "kvtrace tokenize: unknown or incomplete option '%s'\n%s",
+                    argv[optind - 1 > 0 ? optind - 1 : 0], USAGE);
+            free(stexts);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvtrace tokenize: unexpected argument '%s'\n%s", argv[optind], USAGE);
+        free(stexts);
+        return 2;
+    }
+    if (!!model == !!tok_path || !!text == !!file) {
+        fprintf(stderr, "kvtrace tokenize: give exactly one of --model/--tokenizer and one of --text/--file\n%s",
+                USAGE);
+        free(stexts);
+        return 2;
+    }
+    kv_error err = {{0}};
+    kv_tokenizer *t = NULL;
+    char *path = NULL, *owned_text = NULL, **pieces = NULL;
+    int32_t *ids = NULL, extra[64];
+    uint8_t *flags = NULL;
+    size_t n_ids = 0, n_extra = 0, text_len = 0;
+    if (model) {
+        size_t L = strlen(model) + 32;
+        path = malloc(L);
+        if (!path) goto oom;
+        snprintf(path, L, "%s/config.json", model);
+        FILE *probe = fopen(path, "rb");
+        if (probe) {
+            fclose(probe);
+            if (kv_tokenizer_config_special_ids(path, extra, 64, &n_extra, &err)) goto fail;
+        }
+        snprintf(path, L, "%s/tokenizer.json", model);
+        tok_path = path;
+    }
+    if (!(t = kv_tokenizer_load(tok_path, &err))) goto fail;
+    if (file) {
+        if (!(owned_text = read_all(file, &text_len, &err))) goto fail;
+        text = owned_text;
+    } else {
+        text_len = strlen(text);
+    }
+    if (kv_tokenizer_encode(t, text, text_len, add_special, &ids, &n_ids, &err)) {
+        kv_wrap(&err, "%s", file ? file : "--text");
+        goto fail;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) goto oom;
+    if (want_pieces) {
+        flags = malloc(n_ids + 1);
+        if (!flags) goto oom;
+        if (kv_tokenizer_token_info(t, ids, n_ids, extra, n_extra, stexts, n_stexts, &pieces, flags, &err)) {
+            cJSON_Delete(arr);
+            goto fail;
+        }
+        for (size_t i = 0; i < n_ids; i++) {
+            cJSON *o = cJSON_CreateObject();
+            if (!o) continue;
+            cJSON_AddItemToArray(arr, o);
+            cJSON_AddNumberToObject(o, "id", ids[i]);
+            cJSON_AddStringToObject(o, "piece", pieces[i]);
+            cJSON_AddNumberToObject(o, "flags", flags[i]);
+        }
+    } else {
+        for (size_t i = 0; i < n_ids; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    }
+    char *out = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    if (!out) goto oom;
+    fputs(out, stdout);
+    fputc('\n', stdout);
+    free(out);
+    status = fflush(stdout) == 0 ? 0 : 1;
+    goto done;
+oom:
+    kv_fail(&err, "out of memory");
+fail:
+    fprintf(stderr, "kvtrace tokenize: %s\n", err.msg);
+    status = 1;
+done:
+    if (pieces)
+        for (size_t i = 0; i < n_ids; i++) free(pieces[i]);
+    free(pieces);
+    free(flags);
+    free(ids);
+    free(owned_text);
+    free(path);
+    free(stexts);
+    kv_tokenizer_free(t);
+    return status;
+}

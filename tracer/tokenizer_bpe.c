@@ -1,0 +1,368 @@
+/* BPE model of the tokenizer: hash maps and the merge loop.
+ *
+ * The merge loop follows Hugging Face tokenizers (models/bpe/word.rs):
+ * symbols form a doubly linked list; a min-heap holds candidate merges
+ * ordered by (rank, position); a popped candidate is applied only if the
+ * pair at its position still merges into the same id. O(n log n) per word. */
+#include "tracer/tokenizer_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- vectors */
+
+int kv_ivec_push(kv_ivec *a, int32_t x) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        int32_t *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+int kv_buf_put(kv_buf *b, const void *p, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) return -1;
+        b->s = s;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = 0;
+    return 0;
+}
+
+int kv_buf_putc(kv_buf *b, char c) { return kv_buf_put(b, &c, 1); }
+
+int kv_buf_put_cp(kv_buf *b, int32_t cp) {
+    unsigned char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = 0xC0 | (cp >> 6);
+        u[1] = 0x80 | (cp & 0x3F);
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = 0xE0 | (cp >> 12);
+        u[1] = 0x80 | ((cp >> 6) & 0x3F);
+        u[2] = 0x80 | (cp & 0x3F);
+        n = 3;
+    } else {
+        u[0] = 0xF0 | (cp >> 18);
+        u[1] = 0x80 | ((cp >> 12) & 0x3F);
+        u[2] = 0x80 | ((cp >> 6) & 0x3F);
+        u[3] = 0x80 | (cp & 0x3F);
+        n = 4;
+    }
+    return kv_buf_put(b, u, n);
+}
+
+/* ------------------------------------------------------------- hash maps */
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static uint64_t hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static size_t cap_for(size_t expected) {
+    size_t cap = 16;
+    while (cap < expected * 2) cap *= 2;
+    return cap;
+}
+
+int kv_strmap_init(kv_strmap *m, size_t expected) {
+    m->cap = cap_for(expected);
+    m->n = 0;
+    m->slots = calloc(m->cap, sizeof *m->slots);
+    return m->slots ? 0 : -1;
+}
+
+void kv_strmap_free(kv_strmap *m) {
+    free(m->slots);
+    m->slots = NULL;
+    m->cap = m->n = 0;
+}
+
+static int strmap_grow(kv_strmap *m) {
+    kv_strmap bigger = {calloc(m->cap * 2, sizeof *m->slots), m->cap * 2, 0};
+    if (!bigger.slots) return -1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key) kv_strmap_put(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].val);
+    free(m->slots);
+    *m = bigger;
+    return 0;
+}
+
+int kv_strmap_put(kv_strmap *m, const char *key, uint32_t len, int32_t val) {
+    if ((m->n + 1) * 2 > m->cap && strmap_grow(m)) return -1;
+    size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
+    while (m->slots[i].key) {
+        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
+            m->slots[i].val = val;
+            return 0;
+        }
+        i = (i + 1) & mask;
+    }
+    m->slots[i] = (kv_strmap_slot){key, len, val};
+    m->n++;
+    return 0;
+}
+
+int32_t kv_strmap_get(const kv_strmap *m, const char *key, size_t len) {
+    if (!m->cap) return -1;
+    size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
+    while (m->slots[i].key) {
+        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) return m->slots[i].val;
+        i = (i + 1) & mask;
+    }
+    return -1;
+}
+
+int kv_pairmap_init(kv_pairmap *m, size_t expected) {
+    m->cap = cap_for(expected);
+    m->n = 0;
+    m->slots = calloc(m->cap, sizeof *m->slots);
+    return m->slots ? 0 : -1;
+}
+
+void kv_pairmap_free(kv_pairmap *m) {
+    free(m->slots);
+    m->slots = NULL;
+    m->cap = m->n = 0;
+}
+
+static uint64_t pair_key(int32_t a, int32_t b) {
+    return (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+}
+
+static int pairmap_insert(kv_pairmap *m, uint64_t key, int32_t rank, int32_t new_id, int keep_old) {
+    size_t mask = m->cap - 1, i = hash_u64(key) & mask;
+    while (m->slots[i].key) {
+        if (m->slots[i].key == key) {
+            if (!keep_old) {
+                m->slots[i].rank = rank;
+                m->slots[i].new_id = new_id;
+            }
+            return 0;
+        }
+        i = (i + 1) & mask;
+    }
+    m->slots[i] = (kv_pairmap_slot){key, rank, new_id};
+    m->n++;
+    return 0;
+}
+
+int kv_pairmap_put(kv_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t new_id) {
+    if ((m->n + 1) * 2 > m->cap) {
+        kv_pairmap bigger = {calloc(m->cap * 2, sizeof *m->slots), m->cap * 2, 0};
+        if (!bigger.slots) return -1;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].key)
+                pairmap_insert(&bigger, m->slots[i].key, m->slots[i].rank, m->slots[i].new_id, 0);
+        free(m->slots);
+        *m = bigger;
+    }
+    /* Hugging Face builds its merge map from the list in order, so a
+     * repeated pair keeps its last rank; do the same. */
+    return pairmap_insert(m, pair_key(a, b), rank, new_id, 0);
+}
+
+const kv_pairmap_slot *kv_pairmap_get(const kv_pairmap *m, int32_t a, int32_t b) {
+    if (!m->cap) return NULL;
+    uint64_t key = pair_key(a, b);
+    size_t mask = m->cap - 1, i = hash_u64(key) & mask;
+    while (m->slots[i].key) {
+        if (m->slots[i].key == key) return &m->slots[i];
+        i = (i + 1) & mask;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ merge loop */
+
+struct kv_bpe_merge {
+    int32_t rank, pos, new_id;
+};
+
+static int merge_less(const struct kv_bpe_merge *a, const struct kv_bpe_merge *b) {
+    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+
+static int heap_push(kv_bpe_scratch *s, struct kv_bpe_merge m) {
+    if (s->hn == s->hcap) {
+        size_t cap = s->hcap ? s->hcap * 2 : 256;
+        struct kv_bpe_merge *h = realloc(s->heap, cap * sizeof *h);
+        if (!h) return -1;
+        s->heap = h;
+        s->hcap = cap;
+    }
+    size_t i = s->hn++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!merge_less(&m, &s->heap[p])) break;
+        s->heap[i] = s->heap[p];
+        i = p;
+    }
+    s->heap[i] = m;
+    return 0;
+}
+
+static struct kv_bpe_merge heap_pop(kv_bpe_scratch *s) {
+    struct kv_bpe_merge top = s->heap[0], last = s->heap[--s->hn];
+    size_t i = 0, n = s->hn;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const struct kv_bpe_merge *best = &last;
+        if (l < n && merge_less(&s->heap[l], best)) m = l, best = &s->heap[l];
+        if (r < n && merge_less(&s->heap[r], best)) m = r;
+        if (m == i) break;
+        s->heap[i] = s->heap[m];
+        i = m;
+    }
+    if (n) s->heap[i] = last;
+    return top;
+}
+
+void kv_bpe_scratch_free(kv_bpe_scratch *s) {
+    free(s->c);
+    free(s->prev);
+    free(s->next);
+    free(s->len);
+    free(s->heap);
+    memset(s, 0, sizeof *s);
+}
+
+static int scratch_reserve(kv_bpe_scratch *s, size_t n) {
+    if (n <= s->cap) return 0;
+    size_t cap = s->cap ? s->cap : 64;
+    while (cap < n) cap *= 2;
+    int32_t *c = realloc(s->c, cap * sizeof *c);
+    if (!c) return -1;
+    s->c = c;
+    int32_t *p = realloc(s->prev, cap * sizeof *p);
+    if (!p) return -1;
+    s->prev = p;
+    int32_t *nx = realloc(s->next, cap * sizeof *nx);
+    if (!nx) return -1;
+    s->next = nx;
+    int32_t *l = realloc(s->len, cap * sizeof *l);
+    if (!l) return -1;
+    s->len = l;
+    s->cap = cap;
+    return 0;
+}
+
+int kv_bpe_encode_word(const kv_bpe *m, const char *w, size_t len, kv_bpe_scratch *s, kv_ivec *out,
+                       kv_error *err) {
+    if (len == 0) return 0;
+    if (m->ignore_merges) {
+        int32_t id = kv_strmap_get(&m->vocab, w, len);
+        if (id >= 0) return kv_ivec_push(out, id) ? kv_fail(err, "out of memory") : 0;
+    }
+    /* at most one symbol per byte */
+    if (scratch_reserve(s, len)) return kv_fail(err, "out of memory in BPE (%zu bytes)", len);
+    size_t n = 0;
+    int32_t unk_len = 0; /* pending (fused) unknown, 0 = none */
+#define ADD_SYMBOL(id_, len_)                                                                      \
+    do {                                                                                           \
+        s->c[n] = (id_);                                                                           \
+        s->len[n] = (len_);                                                                        \
+        s->prev[n] = (int32_t)n - 1;                                                               \
+        s->next[n] = (int32_t)n + 1;                                                               \
+        n++;                                                                                       \
+    } while (0)
+    for (size_t i = 0; i < len;) {
+        size_t cl = kv_utf8_len((unsigned char)w[i]);
+        if (i + cl > len) cl = len - i;
+        int32_t id = kv_strmap_get(&m->vocab, w + i, cl);
+        if (id >= 0) {
+            if (unk_len) {
+                ADD_SYMBOL(m->unk_id, unk_len);
+                unk_len = 0;
+            }
+            ADD_SYMBOL(id, (int32_t)cl);
+            i += cl;
+            continue;
+        }
+        if (m->byte_fallback) {
+            int all = 1;
+            for (size_t k = 0; k < cl; k++)
+                if (m->byte_ids[(unsigned char)w[i + k]] < 0) all = 0;
+            if (all) {
+                /* like Hugging Face, a pending unknown is not flushed here */
+                for (size_t k = 0; k < cl; k++) ADD_SYMBOL(m->byte_ids[(unsigned char)w[i + k]], 1);
+                i += cl;
+                continue;
+            }
+        }
+        if (m->unk_id >= 0) {
+            if (unk_len && m->fuse_unk) {
+                unk_len += (int32_t)cl;
+            } else {
+                if (unk_len) ADD_SYMBOL(m->unk_id, unk_len);
+                unk_len = (int32_t)cl;
+            }
+        }
+        i += cl;
+    }
+    if (unk_len) ADD_SYMBOL(m->unk_id, unk_len);
+#undef ADD_SYMBOL
+    if (n == 0) return 0;
+    s->next[n - 1] = -1;
+
+    s->hn = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const kv_pairmap_slot *p = kv_pairmap_get(&m->merges, s->c[i], s->c[i + 1]);
+        if (p && heap_push(s, (struct kv_bpe_merge){p->rank, (int32_t)i, p->new_id}))
+            return kv_fail(err, "out of memory in BPE");
+    }
+    while (s->hn) {
+        struct kv_bpe_merge top = heap_pop(s);
+        int32_t pos = top.pos;
+        if (s->len[pos] == 0 || s->next[pos] == -1) continue;
+        int32_t nx = s->next[pos];
+        const kv_pairmap_slot *p = kv_pairmap_get(&m->merges, s->c[pos], s->c[nx]);
+        if (!p || p->new_id != top.new_id) continue;
+        /* merge right into pos */
+        s->c[pos] = top.new_id;
+        s->len[pos] += s->len[nx];
+        s->next[pos] = s->next[nx];
+        s->len[nx] = 0;
+        if (s->next[nx] >= 0) s->prev[s->next[nx]] = pos;
+        if (s->prev[pos] >= 0) {
+            int32_t pv = s->prev[pos];
+            p = kv_pairmap_get(&m->merges, s->c[pv], s->c[pos]);
+            if (p && heap_push(s, (struct kv_bpe_merge){p->rank, pv, p->new_id}))
+                return kv_fail(err, "out of memory in BPE");
+        }
+        if (s->next[pos] >= 0) {
+            p = kv_pairmap_get(&m->merges, s->c[pos], s->c[s->next[pos]]);
+            if (p && heap_push(s, (struct kv_bpe_merge){p->rank, pos, p->new_id}))
+                return kv_fail(err, "out of memory in BPE");
+        }
+    }
+    for (int32_t i = 0; i >= 0; i = s->next[i])
+        if (kv_ivec_push(out, s->c[i])) return kv_fail(err, "out of memory");
+    return 0;
+}
