@@ -10,7 +10,7 @@
 static const kv_tensor *need(const kv_model *m, const char *name, int rows, int cols, kv_error *err) {
     const kv_tensor *t = kv_checkpoint_find(&m->ckpt, name);
     if (!t) {
-        kv_fail(err, "checkpoint: missing tensor '%s'", name);
+        kv_fail(err, "%s: missing tensor '%s'", m->dir, name);
         return NULL;
     }
     if (t->dtype != KV_F32 && t->dtype != KV_F16 && t->dtype != KV_BF16) {
@@ -57,6 +57,7 @@ static int load_vector(kv_model *m, float **dst, const char *name, int n, kv_err
 int build_model(kv_model *m, const char *dir, kv_kernels *k, kv_error *err) {
     memset(m, 0, sizeof *m);
     m->k = k;
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
     char *cfg_path = kv_path_join(dir, "config.json", err);
     if (!cfg_path) return -1;
     int rc = kv_config_load(&m->cfg, cfg_path, err);

@@ -23,6 +23,7 @@ typedef struct {
 } kv_layer;
 
 typedef struct {
+    char dir[1024];           /* checkpoint directory, for messages */
     kv_config cfg;
     kv_checkpoint ckpt;
     kv_kernels *k;            /* not owned */

@@ -1,0 +1,187 @@
+"""Bad input to kvtrace: every malformed checkpoint, prompt file and option
+gets a one-line error naming the input and what is wrong, a non-zero exit,
+and no output file (final or partial)."""
+import glob
+import json
+import os
+import shutil
+import struct
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+from checkpoints import write_checkpoint  # noqa: E402
+from harness import Checks, run, tool  # noqa: E402
+
+KVTRACE = os.environ.get("KVTRACE", tool("kvtrace"))
+c = Checks("tracer_errors")
+good = os.path.join(c.tmp.name, "good")
+write_checkpoint(good, "llama_gqa_tied")
+prompts = os.path.join(c.tmp.name, "p.jsonl")
+with open(prompts, "w") as f:
+    f.write(json.dumps({"id": "p0", "input_ids": [1, 2, 3, 4, 5]}) + "\n")
+
+
+def variant(name, mutate):
+    """Copy of the good checkpoint, changed by mutate(dir)."""
+    d = os.path.join(c.tmp.name, name)
+    shutil.copytree(good, d)
+    mutate(d)
+    return d
+
+
+def read_st(d):
+    raw = open(os.path.join(d, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def write_st(d, header, data, pad=True):
+    h = json.dumps(header).encode()
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def edit_header(fn):
+    def mutate(d):
+        header, data = read_st(d)
+        fn(header)
+        write_st(d, header, data)
+    return mutate
+
+
+def edit_config(fn):
+    def mutate(d):
+        p = os.path.join(d, "config.json")
+        cfg = json.load(open(p))
+        fn(cfg)
+        json.dump(cfg, open(p, "w"))
+    return mutate
+
+
+def expect_error(label, args, *needles, out=None):
+    out = out or os.path.join(c.tmp.name, "out.h5")
+    if os.path.exists(out):
+        os.remove(out)
+    r = run([KVTRACE] + args + ["-o", out])
+    msg = r.stderr.strip()
+    ok = r.returncode != 0 and len(msg.splitlines()) == 1 and all(n in msg for n in needles)
+    leftovers = glob.glob(out + "*")
+    c.check(f"{label}: {msg[:150]}", ok and not leftovers,
+            f"(exit {r.returncode}, stderr {msg!r}, left {leftovers})")
+
+
+def truncate(d):
+    p = os.path.join(d, "model.safetensors")
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.truncate(size - 100)
+
+
+def first_tensor(h):
+    return sorted(k for k in h if k != "__metadata__")[0]
+
+
+def lie_about_size(h):
+    t = h["model.norm.weight"]
+    t["data_offsets"][1] += 4
+
+
+def unknown_dtype(h):
+    h["model.norm.weight"]["dtype"] = "F8_E9"
+
+
+def overlap(h):
+    a, b = h["model.norm.weight"], h["model.layers.0.input_layernorm.weight"]
+    b["data_offsets"] = list(a["data_offsets"])
+
+
+def wrong_shape(h):
+    t = h["model.norm.weight"]
+    t["shape"] = [t["shape"][0] // 2, 2]
+
+
+def missing(d):
+    header, data = read_st(d)
+    del header["model.layers.1.mlp.up_proj.weight"]
+    write_st(d, header, data)
+
+
+def huge_header(d):
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.write(struct.pack("<Q", 1 << 40))
+
+
+def bad_json_header(d):
+    raw = open(os.path.join(d, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    open(os.path.join(d, "model.safetensors"), "wb").write(raw[:8] + b"{" * n + raw[8 + n:])
+
+
+P = ["--prompts", prompts, "--model"]
+expect_error("truncated file", P + [variant("trunc", truncate)], "model.safetensors", "past the end")
+expect_error("header lies about a size", P + [variant("lie", edit_header(lie_about_size))], "model.norm.weight",
+             "bytes")
+expect_error("unknown dtype", P + [variant("dtype", edit_header(unknown_dtype))], "unknown dtype", "F8_E9")
+expect_error("overlapping tensors", P + [variant("overlap", edit_header(overlap))], "overlap")
+expect_error("wrong shape", P + [variant("shape", edit_header(wrong_shape))], "model.norm.weight", "shape")
+expect_error("missing tensor", P + [variant("missing", missing)], "missing/: missing tensor",
+             "model.layers.1.mlp.up_proj.weight")
+expect_error("header length beyond the file", P + [variant("huge", huge_header)], "header length")
+expect_error("header not JSON", P + [variant("badjson", bad_json_header)], "not a JSON object")
+expect_error("unknown architecture",
+             P + [variant("arch", edit_config(lambda cf: cf.update(architectures=["GPT2LMHeadModel"])))],
+             "GPT2LMHeadModel", "not supported")
+expect_error("unsupported rope scaling",
+             P + [variant("yarn", edit_config(lambda cf: cf.update(rope_scaling={"rope_type": "yarn", "factor": 4})))],
+             "yarn")
+expect_error("heads not a multiple of kv heads",
+             P + [variant("gqa", edit_config(lambda cf: cf.update(num_key_value_heads=3)))], "num_key_value_heads")
+expect_error("no config.json", P + [variant("nocfg", lambda d: os.remove(os.path.join(d, "config.json")))],
+             "config.json")
+expect_error("no weights", P + [variant("noweights", lambda d: os.remove(os.path.join(d, "model.safetensors")))],
+             "model.safetensors")
+
+
+def prompt_file(name, lines):
+    p = os.path.join(c.tmp.name, name)
+    with open(p, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return p
+
+
+M = ["--model", good, "--prompts"]
+ids = json.dumps({"id": "a", "input_ids": [1, 2, 3]})
+expect_error("duplicate prompt id", M + [prompt_file("dup.jsonl", [ids, ids])], "dup.jsonl:2", "duplicate")
+expect_error("id out of the vocabulary",
+             M + [prompt_file("oov.jsonl", [json.dumps({"id": "a", "input_ids": [1, 101]})])], "outside the vocabulary")
+expect_error("prompt longer than --max-tokens", M + [prompt_file("long.jsonl", [ids]), "--max-tokens", "2"],
+             "more than --max-tokens")
+expect_error("id unsafe as a group name",
+             M + [prompt_file("slash.jsonl", [json.dumps({"id": "a/b", "input_ids": [1]})])], "slash.jsonl:1", "a/b")
+expect_error("line not JSON", M + [prompt_file("notjson.jsonl", [ids, "{nope"])], "notjson.jsonl:2", "not a JSON")
+expect_error("both text and input_ids",
+             M + [prompt_file("both.jsonl", [json.dumps({"id": "a", "text": "x", "input_ids": [1]})])], "exactly one")
+expect_error("empty input_ids", M + [prompt_file("empty.jsonl", [json.dumps({"id": "a", "input_ids": []})])],
+             "non-empty")
+expect_error("text prompt without tokenizer.json",
+             M + [prompt_file("text.jsonl", [json.dumps({"id": "a", "text": "hello"})])], "tokenizer.json")
+expect_error("no prompts in the file", M + [prompt_file("blank.jsonl", ["", "  "])], "no prompts")
+expect_error("prompts file missing", M + [os.path.join(c.tmp.name, "nope.jsonl")], "nope.jsonl", "cannot open")
+
+G = ["--model", good, "--prompts", prompts]
+expect_error("--window 0", G + ["--window", "0"], "--window")
+expect_error("--layers out of range", G + ["--layers", "0,5"], "--layers", "layer 5")
+expect_error("--layers malformed", G + ["--layers", "1-"], "--layers")
+expect_error("--maps-dtype f8", G + ["--maps-dtype", "f8"], "--maps-dtype")
+expect_error("unknown option", G + ["--bogus"], "--bogus")
+expect_error("--model missing", ["--prompts", prompts], "--model")
+
+# an existing output is kept without --force and replaced with it
+out = os.path.join(c.tmp.name, "keep.h5")
+open(out, "w").write("precious")
+r = run([KVTRACE] + G + ["-o", out])
+c.check("existing output refused without --force",
+        r.returncode != 0 and "--force" in r.stderr and open(out).read() == "precious", r.stderr)
+r = run([KVTRACE] + G + ["-o", out, "--force"])
+c.check("--force replaces it", r.returncode == 0 and open(out, "rb").read(4) == b"\x89HDF", r.stderr)
+c.finish()

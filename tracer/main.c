@@ -1,0 +1,416 @@
+/* kvtrace: run a Hugging Face checkpoint's forward pass and write what every
+ * attention head attends to into an HDF5 trace (docs/trace-format.md). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "common/trace_write.h"
+#include "tracer/forward.h"
+#include "tracer/prompts.h"
+#include "tracer/tokenizer.h"
+
+#define KVTRACE_VERSION "0.1.0"
+#define MAX_SPECIAL_TEXTS 64
+
+typedef struct {
+    const char *model_dir;
+    const char *prompts_path;
+    const char *out_path;
+    int full_maps;
+    int window;
+    int maps_f16;
+    const char *layers_spec;
+    int threads;
+    long max_tokens;          /* 0: the config's max_position_embeddings */
+    int force;
+    const char *special_texts[MAX_SPECIAL_TEXTS];
+    int n_special_texts;
+} options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvtrace --model DIR [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
+            "               [--maps-dtype f32|f16] [--layers LIST] [--threads N] [--max-tokens N]\n"
+            "               [--special-text STR]... [--force]\n"
+            "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
+            "\n"
+            "Runs the model's forward pass on the CPU and writes every head's attention into an HDF5\n"
+            "trace (format: docs/trace-format.md).\n"
+            "\n"
+            "  --model DIR         Hugging Face checkpoint: config.json, model.safetensors (or a sharded\n"
+            "                      set with model.safetensors.index.json), tokenizer.json for text prompts\n"
+            "  --prompts FILE      JSONL, one {\"id\": ..., \"text\": ...} or {\"id\": ..., \"input_ids\": [...]}\n"
+            "                      per line; default: a small built-in English prompt set\n"
+            "  -o, --output FILE   trace to write (default trace.h5); never overwritten without --force\n"
+            "  --full-maps         also store every full N x N attention map (dataset attn)\n"
+            "  --window W          attention rows kept from the end of each prompt (default 64)\n"
+            "  --maps-dtype T      f32 (default) or f16 for the full maps\n"
+            "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
+            "  --threads N         CPU threads (default: all cores)\n"
+            "  --max-tokens N      longest prompt accepted (default: max_position_embeddings); longer\n"
+            "                      prompts are an error, never truncated\n"
+            "  --special-text STR  flag every occurrence of STR in the token stream as special (repeatable;\n"
+            "                      for multi-token markers such as [INST])\n"
+            "  --force             overwrite an existing output file\n"
+            "  -h, --help          this help\n"
+            "  --version           print the version\n");
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "0,3,8-11" -> mask[n_layers]; -1 with err on a bad list. */
+static int parse_layers(const char *spec, int n_layers, unsigned char *mask, kv_error *err) {
+    memset(mask, 0, n_layers);
+    char *copy = strdup(spec), *save = NULL;
+    int rc = 0, any = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long a, b;
+        char *dash = strchr(tok, '-');
+        if (dash) {
+            *dash = 0;
+            if (parse_int(tok, 0, INT_MAX, &a) || parse_int(dash + 1, 0, INT_MAX, &b) || b < a) rc = -1;
+        } else if (parse_int(tok, 0, INT_MAX, &a)) {
+            rc = -1;
+        } else {
+            b = a;
+        }
+        if (rc) {
+            kv_fail(err, "--layers '%s': expected a list such as 0,3,8-11", spec);
+            break;
+        }
+        if (b >= n_layers) {
+            rc = kv_fail(err, "--layers '%s': layer %ld does not exist (the model has %d layers, 0-%d)", spec, b,
+                         n_layers, n_layers - 1);
+            break;
+        }
+        for (long l = a; l <= b; l++) mask[l] = 1;
+        any = 1;
+    }
+    if (!rc && !any) rc = kv_fail(err, "--layers '%s': no layers given", spec);
+    free(copy);
+    return rc;
+}
+
+static int parse_options(int argc, char **argv, options *o) {
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},  {"prompts", required_argument, 0, 'p'},
+        {"output", required_argument, 0, 'o'}, {"full-maps", no_argument, 0, 'F'},
+        {"window", required_argument, 0, 'w'}, {"maps-dtype", required_argument, 0, 'd'},
+        {"layers", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
+        {"max-tokens", required_argument, 0, 'n'}, {"special-text", required_argument, 0, 's'},
+        {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},      {0, 0, 0, 0},
+    };
+    *o = (options){.out_path = "trace.h5", .window = 64};
+    long v;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model_dir = optarg; break;
+        case 'p': o->prompts_path = optarg; break;
+        case 'o': o->out_path = optarg; break;
+        case 'F': o->full_maps = 1; break;
+        case 'f': o->force = 1; break;
+        case 'l': o->layers_spec = optarg; break;
+        case 'w':
+            if (parse_int(optarg, 1, 1 << 24, &v)) {
+                fprintf(stderr, "kvtrace: --window '%s': expected a positive integer\n", optarg);
+                return 2;
+            }
+            o->window = (int)v;
+            break;
+        case 'd':
+            if (!strcmp(optarg, "f32")) o->maps_f16 = 0;
+            else if (!strcmp(optarg, "f16")) o->maps_f16 = 1;
+            else {
+                fprintf(stderr, "kvtrace: --maps-dtype '%s': expected f32 or f16\n", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            if (parse_int(optarg, 1, 1024, &v)) {
+                fprintf(stderr, "kvtrace: --threads '%s': expected an integer from 1 to 1024\n", optarg);
+                return 2;
+            }
+            o->threads = (int)v;
+            break;
+        case 'n':
+            if (parse_int(optarg, 1, INT_MAX, &v)) {
+                fprintf(stderr, "kvtrace: --max-tokens '%s': expected a positive integer\n", optarg);
+                return 2;
+            }
+            o->max_tokens = v;
+            break;
+        case 's':
+            if (o->n_special_texts == MAX_SPECIAL_TEXTS || !optarg[0]) {
+                fprintf(stderr, "kvtrace: --special-text: empty, or more than %d given\n", MAX_SPECIAL_TEXTS);
+                return 2;
+            }
+            o->special_texts[o->n_special_texts++] = optarg;
+            break;
+        case 'h': usage(stdout); return -1;
+        case 'V': printf("kvtrace %s\n", KVTRACE_VERSION); return -1;
+        case ':': fprintf(stderr, "kvtrace: option %s needs a value (see --help)\n", argv[optind - 1]); return 2;
+        default: fprintf(stderr, "kvtrace: unknown option '%s' (see --help)\n", argv[optind - 1]); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvtrace: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!o->model_dir) {
+        fprintf(stderr, "kvtrace: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- tracing ---------------------------------------------------------- */
+
+typedef struct {
+    kv_trace_writer *w;
+    const kv_config *cfg;
+    const int *slot_of_layer;  /* [n_layers] traced slot or -1 */
+    int full_maps;
+    int n;                     /* tokens of the current prompt */
+    float *values;             /* [KVH, N, hd] staging for the transpose */
+    kv_map_sink sink;
+    int sink_slot;
+    /* progress */
+    int progress, prompt_index, n_prompts;
+    const char *prompt_id;
+    double t_start;
+    long tokens_done;
+} trace_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int want_layer(void *p, int layer) { return ((trace_ctx *)p)->slot_of_layer[layer] >= 0; }
+
+static int map_block(void *p, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err) {
+    trace_ctx *t = p;
+    return kv_trace_write_map_block(t->w, t->sink_slot, head, row0, rows, probs, n_keys, err);
+}
+
+static kv_map_sink *map_sink(void *p, int layer) {
+    trace_ctx *t = p;
+    if (!t->full_maps || t->slot_of_layer[layer] < 0) return NULL;
+    t->sink_slot = t->slot_of_layer[layer];
+    t->sink = (kv_map_sink){.block = map_block, .ctx = t};
+    return &t->sink;
+}
+
+static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
+    trace_ctx *t = p;
+    int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
+    for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd] */
+        for (int i = 0; i < n; i++)
+            memcpy(t->values + ((size_t)g * n + i) * hd, v + ((size_t)i * kvh + g) * hd, hd * sizeof(float));
+    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], colsum, window, t->values, err);
+}
+
+static void progress(void *p, int layer) {
+    trace_ctx *t = p;
+    if (!t->progress) return;
+    double el = now_s() - t->t_start;
+    double done = t->tokens_done + (double)t->n * (layer + 1) / t->cfg->n_layers;
+    fprintf(stderr, "\rkvtrace: prompt %d/%d (%s, %d tokens) layer %d/%d  %.0f tokens/s   ", t->prompt_index + 1,
+            t->n_prompts, t->prompt_id, t->n, layer + 1, t->cfg->n_layers, el > 0 ? done / el : 0.0);
+    fflush(stderr);
+}
+
+/* Tokenizes text prompts and checks every prompt against the model. */
+static int prepare_prompts(kv_prompt_set *ps, const kv_tokenizer *tok, const char *tok_path, const kv_config *cfg,
+                           long max_tokens, kv_error *err) {
+    for (int i = 0; i < ps->n; i++) {
+        kv_prompt *p = &ps->items[i];
+        if (p->text) {
+            if (!tok)
+                return kv_fail(err, "%s: prompt '%s' is text, but %s does not exist (give input_ids instead)",
+                               ps->source, p->id, tok_path);
+            size_t n;
+            if (kv_tokenizer_encode(tok, p->text, strlen(p->text), 1, &p->ids, &n, err))
+                return kv_wrap(err, "%s: prompt '%s'", ps->source, p->id);
+            if (n > INT_MAX) return kv_fail(err, "%s: prompt '%s' is too long", ps->source, p->id);
+            p->n_ids = (int)n;
+            if (n == 0) return kv_fail(err, "%s: prompt '%s' encodes to no tokens", ps->source, p->id);
+        }
+        if (p->n_ids > max_tokens)
+            return kv_fail(err, "%s: prompt '%s' has %d tokens, more than --max-tokens %ld (prompts are never "
+                                "truncated)",
+                           ps->source, p->id, p->n_ids, max_tokens);
+        for (int j = 0; j < p->n_ids; j++)
+            if (p->ids[j] < 0 || p->ids[j] >= cfg->vocab_size)
+                return kv_fail(err, "%s: prompt '%s': token id %d at position %d is outside the vocabulary (0-%d)",
+                               ps->source, p->id, p->ids[j], j, cfg->vocab_size - 1);
+    }
+    return 0;
+}
+
+static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_tokenizer *tok,
+                        const options *o, float *logits, kv_error *err) {
+    const kv_config *c = &m->cfg;
+    char **pieces = NULL;
+    uint8_t *flags = NULL;
+    int rc = -1;
+    if (tok) {
+        int32_t extra[3];
+        size_t n_extra = 0;
+        if (c->bos_id >= 0) extra[n_extra++] = c->bos_id;
+        if (c->eos_id >= 0) extra[n_extra++] = c->eos_id;
+        if (c->pad_id >= 0) extra[n_extra++] = c->pad_id;
+        flags = kv_malloc(p->n_ids, err);
+        if (!flags || kv_tokenizer_token_info(tok, p->ids, p->n_ids, extra, n_extra, o->special_texts,
+                                              o->n_special_texts, &pieces, flags, err))
+            goto done;
+    }
+    kv_trace_prompt tp = {.id = p->id, .text = p->text, .tokens = p->ids, .n = p->n_ids, .pieces = pieces,
+                          .flags = flags};
+    t->n = p->n_ids;
+    t->prompt_id = p->id;
+    t->values = kv_malloc((size_t)c->n_kv_heads * p->n_ids * c->head_dim * sizeof(float), err);
+    if (!t->values || kv_trace_begin_prompt(t->w, &tp, err)) goto done;
+    kv_capture_hooks hooks = {.ctx = t, .window = o->window, .want_layer = want_layer, .map_sink = map_sink,
+                              .layer_done = layer_done, .progress = progress};
+    if (kv_forward(m, p->ids, p->n_ids, &hooks, logits, err)) {
+        kv_wrap(err, "prompt '%s'", p->id);
+        goto done;
+    }
+    if (kv_trace_write_logits(t->w, logits, err) || kv_trace_end_prompt(t->w, err)) goto done;
+    t->tokens_done += p->n_ids;
+    rc = 0;
+done:
+    if (pieces) {
+        for (int i = 0; i < p->n_ids; i++) free(pieces[i]);
+        free(pieces);
+    }
+    free(flags);
+    free(t->values);
+    t->values = NULL;
+    return rc;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) { interrupted = sig; }
+
+static int run(const options *o) {
+    kv_error err = {{0}};
+    int rc = 1;
+    kv_kernels *k = NULL;
+    kv_model m = {0};
+    kv_prompt_set ps = {0};
+    kv_tokenizer *tok = NULL;
+    kv_trace_writer *w = NULL;
+    unsigned char *mask = NULL;
+    int *slot_of_layer = NULL, *layers = NULL;
+    float *wo = NULL, *logits = NULL;
+    char *tok_path = NULL;
+
+    if (kv_path_exists(o->out_path) && !o->force) {
+        fprintf(stderr, "kvtrace: %s: already exists (use --force to overwrite)\n", o->out_path);
+        return 1;
+    }
+    if (!(k = kv_kernels_cpu(o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    const kv_config *c = &m.cfg;
+    if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail;
+    if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;
+    if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
+    long max_tokens = o->max_tokens ? o->max_tokens : c->max_position_embeddings;
+    if (prepare_prompts(&ps, tok, tok_path, c, max_tokens, &err)) goto fail;
+
+    mask = kv_malloc(c->n_layers, &err);
+    slot_of_layer = kv_malloc(c->n_layers * sizeof(int), &err);
+    layers = kv_malloc(c->n_layers * sizeof(int), &err);
+    if (!mask || !slot_of_layer || !layers) goto fail;
+    if (o->layers_spec) {
+        if (parse_layers(o->layers_spec, c->n_layers, mask, &err)) goto fail;
+    } else {
+        memset(mask, 1, c->n_layers);
+    }
+    int n_traced = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        slot_of_layer[l] = mask[l] ? n_traced : -1;
+        if (mask[l]) layers[n_traced++] = l;
+    }
+
+    char model_name[256];
+    kv_basename(o->model_dir, model_name, sizeof model_name);
+    kv_trace_meta meta = {
+        .model_name = model_name, .config_json = c->json, .architecture = c->architecture,
+        .created_by = "kvtrace " KVTRACE_VERSION, .n_layers = c->n_layers, .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .hidden_size = c->hidden_size,
+        .vocab_size = c->vocab_size, .layers = layers, .n_traced = n_traced, .window = o->window,
+        .full_maps = o->full_maps, .maps_f16 = o->maps_f16,
+    };
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    if (!(w = kv_trace_create(o->out_path, o->force, &meta, &err))) goto fail;
+    wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);
+    logits = kv_malloc((size_t)c->vocab_size * sizeof(float), &err);
+    if (!wo || !logits) goto fail;
+    for (int s = 0; s < n_traced; s++)
+        if (kv_model_read_wo(&m, layers[s], wo, &err) || kv_trace_write_wo(w, s, wo, &err)) goto fail;
+
+    trace_ctx t = {.w = w, .cfg = c, .slot_of_layer = slot_of_layer, .full_maps = o->full_maps,
+                   .progress = isatty(2), .n_prompts = ps.n, .t_start = now_s()};
+    for (int i = 0; i < ps.n; i++) {
+        t.prompt_index = i;
+        if (trace_prompt(&m, &t, &ps.items[i], tok, o, logits, &err)) goto fail;
+        if (interrupted) {
+            kv_fail(&err, "interrupted by signal %d; no trace written", (int)interrupted);
+            goto fail;
+        }
+    }
+    if (t.progress) fprintf(stderr, "\n");
+    int r = kv_trace_commit(w, &err);
+    w = NULL;
+    if (r) goto fail;
+    if (t.progress)
+        fprintf(stderr, "kvtrace: wrote %s (%d prompts, %ld tokens, %d layers)\n", o->out_path, ps.n, t.tokens_done,
+                n_traced);
+    rc = 0;
+    goto done;
+fail:
+    if (isatty(2)) fprintf(stderr, "\n");
+    fprintf(stderr, "kvtrace: %s\n", err.msg);
+done:
+    if (w) kv_trace_abort(w);
+    free(wo);
+    free(logits);
+    free(mask);
+    free(slot_of_layer);
+    free(layers);
+    free(tok_path);
+    kv_prompts_free(&ps);
+    if (tok) kv_tokenizer_free(tok);
+    free_model(&m);
+    if (k) k->destroy(k);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "tokenize")) return kv_tokenize_main(argc - 1, argv + 1);
+    options o;
+    int r = parse_options(argc, argv, &o);
+    if (r) return r < 0 ? 0 : r;
+    return run(&o);
+}
