@@ -124,7 +124,7 @@ expect_error("header lies about a size", P + [variant("lie", edit_header(lie_abo
 expect_error("unknown dtype", P + [variant("dtype", edit_header(unknown_dtype))], "unknown dtype", "F8_E9")
 expect_error("overlapping tensors", P + [variant("overlap", edit_header(overlap))], "overlap")
 expect_error("wrong shape", P + [variant("shape", edit_header(wrong_shape))], "model.norm.weight", "shape")
-expect_error("missing tensor", P + [variant("missing", missing)], "missing/: missing tensor",
+expect_error("missing tensor", P + [variant("missing", missing)], "missing: missing tensor",
              "model.layers.1.mlp.up_proj.weight")
 expect_error("header length beyond the file", P + [variant("huge", huge_header)], "header length")
 expect_error("header not JSON", P + [variant("badjson", bad_json_header)], "not a JSON object")
