@@ -1,0 +1,571 @@
+#include "analyzer/analyze.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyzer/concentration.h"
+#include "analyzer/output.h"
+#include "common/trace_read.h"
+
+enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_N };
+static const char *const out_names[OUT_N] = {"fastgen_heads.csv", "eviction_loss.csv", "budgets.csv",
+                                             "concentration.csv", "policies.json", "budgets.json"};
+
+static const char *const scorer_name[] = {"snapkv", "h2o"};
+static const char *const pool_name[] = {"max", "avg", "none"};
+static const char *const alloc_name[] = {"uniform", "adaptive"};
+
+/* Aggregates over prompts, sized by the trace. */
+typedef struct {
+    int L, H, KVH, nT, nB;
+    int n_prompts;
+    /* FastGen: [L, H+KVH, rung]; heads 0..H-1 query, H.. kv */
+    double *rec_sum, *rec_min, *kept_sum;
+    /* Ada-KV summary: [alloc, budget] */
+    double l1[2][KV_MAX_LIST], bound[2][KV_MAX_LIST], kept[2][KV_MAX_LIST];
+    long cnt[2][KV_MAX_LIST];
+    /* adaptive shares: [budget, L, KVH] sum over prompts of head share; layer budget [budget, L] */
+    double *share;
+    int *layer_budget;
+    double mean_tokens;
+    int n_rows_all, n_rows_window;
+} kv_agg;
+
+static void agg_free(kv_agg *a) {
+    free(a->rec_sum);
+    free(a->rec_min);
+    free(a->kept_sum);
+    free(a->share);
+    free(a->layer_budget);
+}
+
+typedef struct {
+    const kv_analyze_opts *o;
+    const kv_trace *t;
+    kv_outset out;
+    kv_agg agg;
+    /* per-layer buffers */
+    float *maps;     /* [H, rows, N] attn (or aliases win) */
+    float *win;      /* [H, W', N] */
+    float *colsum;   /* [H, N] */
+    float *values;   /* [KVH, N, hd] */
+    float *wo;       /* [D, H*hd] */
+    double *scores;  /* [KVH, N] */
+    double *stmp;    /* [2N] */
+    int *head_order, *all_order; /* [KVH*N] */
+    uint8_t *keep;   /* [KVH*N] */
+    int *counts;     /* [KVH] */
+} kv_run;
+
+static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
+    if (need <= *cap) return 0;
+    free(*p);
+    *p = kv_malloc(need, err);
+    *cap = *p ? need : 0;
+    return *p ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ FastGen */
+
+static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, int rows_all, const float *maps, int row0,
+                         int nrows, kv_error *err) {
+    const kv_trace *t = R->t;
+    const kv_analyze_opts *o = R->o;
+    int H = t->n_heads, KVH = t->n_kv_heads, G = H / KVH, N = p->n_tokens;
+    int ntask = H + KVH;
+    kv_fastgen_result *res = kv_calloc((size_t)ntask, sizeof *res, err);
+    if (!res) return -1;
+    int oom = 0;
+#pragma omp parallel
+    {
+        int *cls = malloc((size_t)N * sizeof *cls);
+        float *comb = G > 1 ? malloc((size_t)nrows * N * sizeof *comb) : NULL;
+        float *ccs = malloc((size_t)N * sizeof *ccs);
+        if (!cls || !ccs || (G > 1 && !comb)) {
+#pragma omp atomic write
+            oom = 1;
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int task = 0; task < ntask; task++) {
+                if (task < H) {
+                    kv_fastgen_profile(maps + (size_t)task * nrows * N, row0, nrows, N, p->flags,
+                                       R->colsum + (size_t)task * N, &o->fg, cls, &res[task]);
+                    continue;
+                }
+                int g = task - H;
+                const float *m = maps + (size_t)g * G * nrows * N;
+                const float *cs = R->colsum + (size_t)g * G * N;
+                if (G > 1) {
+                    size_t n = (size_t)nrows * N;
+                    memcpy(comb, m, n * sizeof *comb);
+                    memcpy(ccs, cs, (size_t)N * sizeof *ccs);
+                    for (int q = 1; q < G; q++) {
+                        const float *mq = m + (size_t)q * n, *cq = cs + (size_t)q * N;
+                        if (o->gqa_max) {
+                            for (size_t k = 0; k < n; k++) comb[k] = mq[k] > comb[k] ? mq[k] : comb[k];
+                            for (int j = 0; j < N; j++) ccs[j] = cq[j] > ccs[j] ? cq[j] : ccs[j];
+                        } else {
+                            for (size_t k = 0; k < n; k++) comb[k] += mq[k];
+                            for (int j = 0; j < N; j++) ccs[j] += cq[j];
+                        }
+                    }
+                    if (!o->gqa_max) {
+                        float inv = 1.0f / G;
+                        for (size_t k = 0; k < n; k++) comb[k] *= inv;
+                        for (int j = 0; j < N; j++) ccs[j] *= inv;
+                    }
+                    m = comb;
+                    cs = ccs;
+                }
+                kv_fastgen_profile(m, row0, nrows, N, p->flags, cs, &o->fg, cls, &res[task]);
+            }
+        }
+        free(cls);
+        free(comb);
+        free(ccs);
+    }
+    if (oom) {
+        free(res);
+        return kv_fail(err, "out of memory in FastGen profiling");
+    }
+    if (res[0].rows_used == 0) {
+        free(res);
+        return kv_fail(err, "%s: prompt '%s': --skip-rows %d leaves no query rows to profile", t->path, p->id,
+                       o->fg.skip_rows);
+    }
+    FILE *fp = R->out.f[OUT_FASTGEN].fp;
+    kv_agg *a = &R->agg;
+    for (int task = 0; task < ntask; task++) {
+        int kv = task >= H, head = kv ? task - H : task;
+        const kv_fastgen_result *r = &res[task];
+        for (int k = 0; k < o->n_thresholds; k++) {
+            int c = kv_fastgen_choose(r->recovery, o->thresholds[k]);
+            fprintf(fp, "%s,%d,%d,%s,%s,%.9g,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", p->id, t->layers[li], head,
+                    kv ? "kv" : "query", rows_all ? "all" : "window", o->thresholds[k], kv_rung_policy[c],
+                    r->kept_fraction[c], r->recovery[0], r->recovery[1], r->recovery[2], r->recovery[3],
+                    r->recovery[4]);
+        }
+        for (int c = 0; c < KV_N_RUNGS; c++) {
+            size_t ix = ((size_t)li * ntask + task) * KV_N_RUNGS + c;
+            a->rec_sum[ix] += r->recovery[c];
+            if (r->recovery[c] < a->rec_min[ix]) a->rec_min[ix] = r->recovery[c];
+            a->kept_sum[ix] += r->kept_fraction[c];
+        }
+    }
+    free(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------- Ada-KV */
+
+static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
+    const kv_trace *t = R->t;
+    const kv_analyze_opts *o = R->o;
+    const kv_adakv_params *ap = &o->ada;
+    int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
+    int w = ap->obs_window, Nc = N - ap->future_q, P = Nc - w;
+    kv_loss_ctx lc;
+    if (kv_loss_ctx_build(&lc, R->win, Wp, R->values, R->wo, N, H, KVH, t->head_dim, t->hidden_size, w,
+                          ap->future_q, err))
+        return -1;
+    if (P > 0) {
+        kv_adakv_scores(R->win, Wp, R->colsum, N, H, KVH, ap, R->scores, R->stmp);
+        kv_adakv_orders(R->scores, KVH, P, R->head_order, R->all_order);
+    }
+    char evalname[32];
+    if (ap->future_q) snprintf(evalname, sizeof evalname, "future:%d", ap->future_q);
+    else snprintf(evalname, sizeof evalname, "window");
+    int layer = t->layers[li];
+    kv_agg *a = &R->agg;
+    for (int al = 0; al < 2; al++)
+        for (int bi = 0; bi < o->n_budgets; bi++) {
+            int B = o->budgets[bi], b = B - w;
+            int bl = o->pyramid ? kv_pyramid_prefix_budget(b, layer, t->n_layers, P) : b;
+            kv_loss loss;
+            if (bl >= P) {
+                for (int g = 0; g < KVH; g++) R->counts[g] = P > 0 ? P : 0;
+                kv_loss_eval(&lc, NULL, &loss);
+            } else {
+                kv_adakv_select(al ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, R->head_order, R->all_order, KVH, P, bl,
+                                ap->alpha, R->keep, R->counts);
+                kv_loss_eval(&lc, R->keep, &loss);
+            }
+            fprintf(R->out.f[OUT_LOSS].fp, "%s,%d,%s,%s,%d,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g\n", p->id, layer,
+                    scorer_name[ap->scorer], alloc_name[al], o->pyramid, B, evalname, loss.bound,
+                    loss.bound_per_head, loss.actual_l1, loss.relative_l1, loss.kept_mass);
+            a->l1[al][bi] += loss.actual_l1;
+            a->bound[al][bi] += loss.bound;
+            a->kept[al][bi] += loss.kept_mass;
+            a->cnt[al][bi]++;
+            if (al == 1) {
+                long tot = 0;
+                for (int g = 0; g < KVH; g++) tot += R->counts[g];
+                for (int g = 0; g < KVH; g++) {
+                    fprintf(R->out.f[OUT_BUDGETS_CSV].fp, "%s,%d,%s,%d,%d,%d,%d,%d\n", p->id, layer,
+                            scorer_name[ap->scorer], o->pyramid, B, bl + w, g, R->counts[g] + w);
+                    a->share[((size_t)bi * a->L + li) * KVH + g] += tot > 0 ? (double)R->counts[g] / tot : 1.0 / KVH;
+                }
+                a->layer_budget[(size_t)bi * a->L + li] = bl + w;
+            }
+        }
+    kv_loss_ctx_free(&lc);
+    return 0;
+}
+
+static void concentration_layer(kv_run *R, const kv_prompt *p, int li) {
+    const kv_trace *t = R->t;
+    int H = t->n_heads, N = p->n_tokens, Wp = p->window_rows;
+    double *mass = malloc((size_t)H * KV_CONC_MAX * sizeof *mass);
+    int *pos = malloc((size_t)H * KV_CONC_MAX * sizeof *pos);
+#pragma omp parallel
+    {
+        float *s = malloc((size_t)N * sizeof *s);
+#pragma omp for schedule(dynamic, 1)
+        for (int h = 0; h < H; h++)
+            kv_concentration(R->win + (size_t)h * Wp * N, Wp, N, mass + (size_t)h * KV_CONC_MAX,
+                             pos + (size_t)h * KV_CONC_MAX, s);
+        free(s);
+    }
+    for (int h = 0; h < H; h++)
+        for (int x = 0; x < KV_CONC_MAX; x++)
+            fprintf(R->out.f[OUT_CONC].fp, "%s,%d,%d,%d,%d,%.9g\n", p->id, t->layers[li], h, x + 1,
+                    pos[(size_t)h * KV_CONC_MAX + x], mass[(size_t)h * KV_CONC_MAX + x]);
+    free(mass);
+    free(pos);
+}
+
+/* ------------------------------------------------------------- prompt */
+
+static int run_prompt(kv_run *R, const char *id, kv_error *err) {
+    const kv_trace *t = R->t;
+    kv_prompt *p = kv_prompt_open(t, id, err);
+    if (!p) return -1;
+    int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
+    size_t cap_maps = 0, cap_win = 0, cap_cs = 0, cap_v = 0, cap_wo = 0, cap_s = 0, cap_t = 0, cap_o1 = 0,
+           cap_o2 = 0, cap_k = 0, cap_c = 0;
+    void *maps = NULL, *win = NULL, *cs = NULL, *val = NULL, *wo = NULL, *sc = NULL, *st = NULL, *o1 = NULL,
+         *o2 = NULL, *kp = NULL, *cn = NULL;
+    int rc = 0;
+    if (ensure(&win, &cap_win, (size_t)H * Wp * N * sizeof(float), err) ||
+        ensure(&cs, &cap_cs, (size_t)H * N * sizeof(float), err) ||
+        ensure(&val, &cap_v, (size_t)KVH * N * t->head_dim * sizeof(float), err) ||
+        ensure(&wo, &cap_wo, (size_t)t->hidden_size * H * t->head_dim * sizeof(float), err) ||
+        ensure(&sc, &cap_s, (size_t)KVH * N * sizeof(double), err) ||
+        ensure(&st, &cap_t, (size_t)2 * N * sizeof(double), err) ||
+        ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
+        ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
+        ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
+        (p->has_attn && ensure(&maps, &cap_maps, (size_t)H * N * N * sizeof(float), err)))
+        rc = -1;
+    R->win = win, R->colsum = cs, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
+    R->head_order = o1, R->all_order = o2, R->keep = kp, R->counts = cn;
+    R->agg.mean_tokens += N;
+    if (p->has_attn) R->agg.n_rows_all++;
+    else R->agg.n_rows_window++;
+    for (int li = 0; !rc && li < t->L; li++) {
+        if (kv_prompt_read_colsum(p, li, R->colsum, err) || kv_prompt_read_window(p, li, R->win, err) ||
+            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err)) {
+            rc = -1;
+            break;
+        }
+        if (p->has_attn) {
+            if (kv_prompt_read_attn(p, li, 0, H, maps, err) ||
+                fastgen_layer(R, p, li, 1, maps, 0, N, err))
+                rc = -1;
+        } else if (fastgen_layer(R, p, li, 0, R->win, N - Wp, Wp, err))
+            rc = -1;
+        if (!rc) rc = adakv_layer(R, p, li, err);
+        if (!rc) concentration_layer(R, p, li);
+    }
+    free(maps);
+    free(win);
+    free(cs);
+    free(val);
+    free(wo);
+    free(sc);
+    free(st);
+    free(o1);
+    free(o2);
+    free(kp);
+    free(cn);
+    kv_prompt_close(p);
+    return rc;
+}
+
+/* ---------------------------------------------------------- JSON files */
+
+static cJSON *str_array(char **s, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(s[i]));
+    return a;
+}
+
+static cJSON *head_obj(const kv_run *R, int li, int task, double T, double *kept_out) {
+    const kv_agg *a = &R->agg;
+    int ntask = a->H + a->KVH;
+    int head = task >= a->H ? task - a->H : task;
+    double rec[KV_N_RUNGS], kept[KV_N_RUNGS];
+    for (int c = 0; c < KV_N_RUNGS; c++) {
+        size_t ix = ((size_t)li * ntask + task) * KV_N_RUNGS + c;
+        rec[c] = R->o->aggregate_min ? a->rec_min[ix] : a->rec_sum[ix] / a->n_prompts;
+        kept[c] = a->kept_sum[ix] / a->n_prompts;
+    }
+    rec[KV_RUNG_FULL] = 1.0;
+    int ch = kv_fastgen_choose(rec, T);
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddNumberToObject(h, "head", head);
+    cJSON_AddStringToObject(h, "policy", kv_rung_policy[ch]);
+    cJSON *comp = cJSON_AddArrayToObject(h, "components");
+    if (ch == KV_RUNG_FULL) cJSON_AddItemToArray(comp, cJSON_CreateString("full"));
+    else
+        for (int c = 0; c <= ch; c++) cJSON_AddItemToArray(comp, cJSON_CreateString(kv_rung_component[c]));
+    cJSON_AddNumberToObject(h, "kept_fraction", kept[ch]);
+    cJSON *r = cJSON_AddObjectToObject(h, "recovery");
+    for (int c = 0; c < KV_N_RUNGS; c++) cJSON_AddNumberToObject(r, kv_rung_component[c], rec[c]);
+    if (kept_out) *kept_out = kept[ch];
+    return h;
+}
+
+static int write_json(FILE *fp, cJSON *root, kv_error *err) {
+    char *s = cJSON_Print(root);
+    if (!s) return kv_fail(err, "out of memory printing JSON");
+    fputs(s, fp);
+    fputc('\n', fp);
+    cJSON_free(s);
+    return 0;
+}
+
+static int write_policies(kv_run *R, char **ids, int nids, kv_error *err, double *kept_total) {
+    const kv_trace *t = R->t;
+    const kv_analyze_opts *o = R->o;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *par = cJSON_AddObjectToObject(root, "parameters");
+    cJSON_AddItemToObject(par, "thresholds", cJSON_CreateDoubleArray(o->thresholds, o->n_thresholds));
+    cJSON_AddNumberToObject(par, "r_local", o->fg.r_local);
+    cJSON_AddNumberToObject(par, "r_frequent", o->fg.r_frequent);
+    cJSON_AddStringToObject(par, "gqa", o->gqa_max ? "max" : "mean");
+    cJSON_AddStringToObject(par, "aggregate", o->aggregate_min ? "min" : "mean");
+    cJSON_AddNumberToObject(par, "skip_rows", o->fg.skip_rows);
+    cJSON_AddStringToObject(par, "rows", R->agg.n_rows_window == 0 ? "all" : R->agg.n_rows_all == 0 ? "window" : "mixed");
+    cJSON_AddStringToObject(par, "trace", o->trace_path);
+    cJSON_AddStringToObject(par, "model", t->model);
+    cJSON_AddItemToObject(par, "prompts", str_array(ids, nids));
+    cJSON *m = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddNumberToObject(m, "n_layers", t->n_layers);
+    cJSON_AddNumberToObject(m, "n_heads", t->n_heads);
+    cJSON_AddNumberToObject(m, "n_kv_heads", t->n_kv_heads);
+    cJSON_AddNumberToObject(m, "head_dim", t->head_dim);
+    cJSON_AddNumberToObject(m, "hidden_size", t->hidden_size);
+    cJSON_AddItemToObject(m, "layers", cJSON_CreateIntArray(t->layers, t->L));
+    cJSON *pol = cJSON_AddArrayToObject(root, "policies");
+    int H = t->n_heads, KVH = t->n_kv_heads;
+    double mean_tokens = R->agg.mean_tokens / R->agg.n_prompts;
+    for (int k = 0; k < o->n_thresholds; k++) {
+        cJSON *th = cJSON_CreateObject();
+        cJSON_AddItemToArray(pol, th);
+        cJSON_AddNumberToObject(th, "threshold", o->thresholds[k]);
+        cJSON *layers = cJSON_AddArrayToObject(th, "layers");
+        double kept = 0;
+        for (int li = 0; li < t->L; li++) {
+            cJSON *lo = cJSON_CreateObject();
+            cJSON_AddItemToArray(layers, lo);
+            cJSON_AddNumberToObject(lo, "layer", t->layers[li]);
+            cJSON *kvh = cJSON_AddArrayToObject(lo, "kv_heads");
+            for (int g = 0; g < KVH; g++) {
+                double kf;
+                cJSON_AddItemToArray(kvh, head_obj(R, li, H + g, o->thresholds[k], &kf));
+                kept += kf;
+            }
+            cJSON *qh = cJSON_AddArrayToObject(lo, "query_heads");
+            for (int h = 0; h < H; h++) cJSON_AddItemToArray(qh, head_obj(R, li, h, o->thresholds[k], NULL));
+        }
+        kept /= (double)t->L * KVH;
+        kept_total[k] = kept;
+        cJSON *mem = cJSON_AddObjectToObject(th, "memory");
+        double full = 2.0 * t->L * KVH * t->head_dim * mean_tokens * 2;
+        cJSON_AddNumberToObject(mem, "kept_fraction", kept);
+        cJSON_AddNumberToObject(mem, "bytes_per_element", 2);
+        cJSON_AddNumberToObject(mem, "mean_tokens", mean_tokens);
+        cJSON_AddNumberToObject(mem, "kv_bytes_full", full);
+        cJSON_AddNumberToObject(mem, "kv_bytes_kept", kept * full);
+    }
+    int rc = write_json(R->out.f[OUT_POLICIES].fp, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
+    const kv_trace *t = R->t;
+    const kv_analyze_opts *o = R->o;
+    const kv_adakv_params *ap = &o->ada;
+    int KVH = t->n_kv_heads, w = ap->obs_window;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *par = cJSON_AddObjectToObject(root, "parameters");
+    cJSON_AddStringToObject(par, "scorer", scorer_name[ap->scorer]);
+    cJSON_AddStringToObject(par, "pool", pool_name[ap->pool]);
+    cJSON_AddNumberToObject(par, "kernel", ap->kernel);
+    cJSON_AddNumberToObject(par, "obs_window", w);
+    cJSON_AddNumberToObject(par, "alpha", ap->alpha);
+    cJSON_AddStringToObject(par, "gqa", o->gqa_max ? "max" : "mean");
+    cJSON_AddBoolToObject(par, "pyramid", o->pyramid);
+    char evalname[32];
+    if (ap->future_q) snprintf(evalname, sizeof evalname, "future:%d", ap->future_q);
+    else snprintf(evalname, sizeof evalname, "window");
+    cJSON_AddStringToObject(par, "eval", evalname);
+    cJSON_AddStringToObject(par, "trace", o->trace_path);
+    cJSON_AddStringToObject(par, "model", t->model);
+    cJSON_AddItemToObject(par, "prompts", str_array(ids, nids));
+    cJSON *bud = cJSON_AddArrayToObject(root, "budgets");
+    int *kb = malloc((size_t)KVH * sizeof *kb);
+    double *rem = malloc((size_t)KVH * sizeof *rem);
+    for (int bi = 0; bi < o->n_budgets; bi++) {
+        cJSON *bo = cJSON_CreateObject();
+        cJSON_AddItemToArray(bud, bo);
+        cJSON_AddNumberToObject(bo, "budget", o->budgets[bi]);
+        cJSON *layers = cJSON_AddArrayToObject(bo, "layers");
+        for (int li = 0; li < t->L; li++) {
+            int lb = R->agg.layer_budget[(size_t)bi * t->L + li];
+            long total = (long)KVH * (lb - w), given = 0;
+            for (int g = 0; g < KVH; g++) {
+                double share = R->agg.share[((size_t)bi * t->L + li) * KVH + g] / R->agg.n_prompts;
+                double x = share * total;
+                kb[g] = (int)floor(x);
+                rem[g] = x - kb[g];
+                given += kb[g];
+            }
+            while (given < total) { /* largest remainder, ties lower head */
+                int best = 0;
+                for (int g = 1; g < KVH; g++)
+                    if (rem[g] > rem[best]) best = g;
+                kb[best]++;
+                rem[best] = -1;
+                given++;
+            }
+            for (int g = 0; g < KVH; g++) kb[g] += w;
+            cJSON *lo = cJSON_CreateObject();
+            cJSON_AddItemToArray(layers, lo);
+            cJSON_AddNumberToObject(lo, "layer", t->layers[li]);
+            cJSON_AddNumberToObject(lo, "layer_budget", lb);
+            cJSON_AddItemToObject(lo, "kv_budgets", cJSON_CreateIntArray(kb, KVH));
+        }
+    }
+    free(kb);
+    free(rem);
+    int rc = write_json(R->out.f[OUT_BUDGETS_JSON].fp, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nids) {
+    const kv_trace *t = R->t;
+    const kv_analyze_opts *o = R->o;
+    const kv_agg *a = &R->agg;
+    int H = t->n_heads, KVH = t->n_kv_heads, ntask = H + KVH;
+    fprintf(fp, "kvanalyze: %s: model %s, %d traced layers, %d heads, %d KV heads, %d prompt%s\n", o->trace_path,
+            t->model, t->L, H, KVH, nids, nids == 1 ? "" : "s");
+    fprintf(fp, "\nFastGen policies of KV heads (%s over prompts)\n", o->aggregate_min ? "min" : "mean");
+    fprintf(fp, "%-9s %8s %8s %10s %8s %6s %8s\n", "T", "special", "+punct", "+frequent", "+local", "full",
+            "kv_kept");
+    for (int k = 0; k < o->n_thresholds; k++) {
+        int n[KV_N_RUNGS] = {0};
+        for (int li = 0; li < t->L; li++)
+            for (int g = 0; g < KVH; g++) {
+                double rec[KV_N_RUNGS];
+                for (int c = 0; c < KV_N_RUNGS; c++) {
+                    size_t ix = ((size_t)li * ntask + H + g) * KV_N_RUNGS + c;
+                    rec[c] = o->aggregate_min ? a->rec_min[ix] : a->rec_sum[ix] / a->n_prompts;
+                }
+                rec[KV_RUNG_FULL] = 1;
+                n[kv_fastgen_choose(rec, o->thresholds[k])]++;
+            }
+        fprintf(fp, "%-9.4g %8d %8d %10d %8d %6d %8.4f\n", o->thresholds[k], n[0], n[1], n[2], n[3], n[4],
+                kept_total[k]);
+    }
+    fprintf(fp, "\nAda-KV eviction loss (scorer %s, %s, means over prompts and layers)\n",
+            scorer_name[o->ada.scorer], o->pyramid ? "pyramid" : "flat");
+    fprintf(fp, "%-7s %12s %12s %12s %12s %10s %10s\n", "budget", "uni_l1", "ada_l1", "uni_bound", "ada_bound",
+            "uni_kept", "ada_kept");
+    for (int bi = 0; bi < o->n_budgets; bi++) {
+        double c0 = a->cnt[0][bi] ? a->cnt[0][bi] : 1, c1 = a->cnt[1][bi] ? a->cnt[1][bi] : 1;
+        fprintf(fp, "%-7d %12.6g %12.6g %12.6g %12.6g %10.6f %10.6f\n", o->budgets[bi], a->l1[0][bi] / c0,
+                a->l1[1][bi] / c1, a->bound[0][bi] / c0, a->bound[1][bi] / c1, a->kept[0][bi] / c0,
+                a->kept[1][bi] / c1);
+    }
+}
+
+int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
+    kv_trace *t = kv_trace_open(o->trace_path, err);
+    if (!t) return -1;
+    int rc = -1;
+    kv_run R;
+    memset(&R, 0, sizeof R);
+    R.o = o;
+    R.t = t;
+    char **ids = o->prompts ? o->prompts : t->prompt_ids;
+    int nids = o->prompts ? o->n_prompts : t->n_prompts;
+    int w = o->ada.obs_window, Q = o->ada.future_q;
+    double *kept_total = calloc((size_t)o->n_thresholds + 1, sizeof *kept_total);
+
+    /* validate every selected prompt before any output is created */
+    for (int i = 0; i < nids; i++) {
+        if (kv_trace_find_prompt(t, ids[i]) < 0) {
+            kv_fail(err, "%s: no prompt with id '%s'", o->trace_path, ids[i]);
+            goto done;
+        }
+        kv_prompt *p = kv_prompt_open(t, ids[i], err);
+        if (!p) goto done;
+        int bad = 0;
+        if (!p->has_values) bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
+        else if (p->window_rows < w + Q) {
+            if (Q)
+                bad = kv_fail(err, "%s: /prompts/%s: --eval future:%d with --obs-window %d needs %d window rows, the trace has %d",
+                              o->trace_path, p->id, Q, w, w + Q, p->window_rows);
+            else
+                bad = kv_fail(err, "%s: /prompts/%s: --obs-window %d needs %d window rows, the trace has %d",
+                              o->trace_path, p->id, w, w, p->window_rows);
+        }
+        kv_prompt_close(p);
+        if (bad) goto done;
+    }
+
+    kv_agg *a = &R.agg;
+    a->L = t->L, a->H = t->n_heads, a->KVH = t->n_kv_heads, a->nT = o->n_thresholds, a->nB = o->n_budgets;
+    a->n_prompts = nids;
+    size_t nrec = (size_t)t->L * (t->n_heads + t->n_kv_heads) * KV_N_RUNGS;
+    a->rec_sum = kv_calloc(nrec, sizeof(double), err);
+    a->rec_min = kv_calloc(nrec, sizeof(double), err);
+    a->kept_sum = kv_calloc(nrec, sizeof(double), err);
+    a->share = kv_calloc((size_t)o->n_budgets * t->L * t->n_kv_heads, sizeof(double), err);
+    a->layer_budget = kv_calloc((size_t)o->n_budgets * t->L, sizeof(int), err);
+    if (!a->rec_sum || !a->rec_min || !a->kept_sum || !a->share || !a->layer_budget || !kept_total) goto done;
+    for (size_t k = 0; k < nrec; k++) a->rec_min[k] = INFINITY;
+
+    if (kv_outset_begin(&R.out, o->outdir, out_names, OUT_N, o->force, err)) goto done;
+    fprintf(R.out.f[OUT_FASTGEN].fp,
+            "prompt,layer,head,head_kind,rows,threshold,policy,kept_fraction,rec_special,rec_punct,rec_frequent,rec_local,rec_full\n");
+    fprintf(R.out.f[OUT_LOSS].fp,
+            "prompt,layer,scorer,allocation,pyramid,budget,eval,bound,bound_per_head,actual_l1,relative_l1,kept_mass\n");
+    fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget\n");
+    fprintf(R.out.f[OUT_CONC].fp, "prompt,layer,head,percent,positions,mass\n");
+    for (int i = 0; i < nids; i++)
+        if (run_prompt(&R, ids[i], err)) {
+            kv_outset_abort(&R.out);
+            goto done;
+        }
+    if (write_policies(&R, ids, nids, err, kept_total) || write_budgets_json(&R, ids, nids, err)) {
+        kv_outset_abort(&R.out);
+        goto done;
+    }
+    if (kv_outset_commit(&R.out, err)) goto done;
+    print_summary(&R, summary, kept_total, nids);
+    rc = 0;
+done:
+    free(kept_total);
+    agg_free(&R.agg);
+    kv_trace_close(t);
+    return rc;
+}

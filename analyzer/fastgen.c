@@ -1,0 +1,103 @@
+#include "analyzer/fastgen.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "common/trace.h"
+
+const char *const kv_rung_policy[KV_N_RUNGS] = {
+    "special", "special+punct", "special+punct+frequent", "special+punct+frequent+local", "full"};
+const char *const kv_rung_component[KV_N_RUNGS] = {"special", "punct", "frequent", "local", "full"};
+
+int kv_ceil_frac(double r, int N) {
+    double x = ceil(r * (double)N - 1e-9);
+    if (x < 0) x = 0;
+    if (x > N) x = N;
+    return (int)x;
+}
+
+
+/* qsort has no context argument; a small comparator on (score, position) pairs keeps it thread-safe */
+typedef struct {
+    float s;
+    int j;
+} sj;
+static int cmp_sj(const void *a, const void *b) {
+    const sj *x = a, *y = b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    return x->j < y->j ? -1 : (x->j > y->j);
+}
+
+void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_t *flags,
+                        const float *colsum, const kv_fastgen_params *p, int *cls,
+                        kv_fastgen_result *out) {
+    /* cls[j]: 0 special, 1 punct (not special), 2 frequent, 3 other */
+    int nS = 0, nP = 0, nF = 0;
+    int n_cand = 0;
+    for (int j = 0; j < N; j++) {
+        if (flags[j] & KV_FLAG_SPECIAL) cls[j] = 0, nS++;
+        else if (flags[j] & KV_FLAG_PUNCT) cls[j] = 1, nP++;
+        else cls[j] = 3, n_cand++;
+    }
+    int kf = kv_ceil_frac(p->r_frequent, N);
+    if (kf > n_cand) kf = n_cand;
+    if (kf > 0) {
+        sj *c = malloc((size_t)n_cand * sizeof *c);
+        int m = 0;
+        for (int j = 0; j < N; j++)
+            if (cls[j] == 3) c[m].s = colsum[j], c[m].j = j, m++;
+        qsort(c, (size_t)m, sizeof *c, cmp_sj);
+        for (int q = 0; q < kf; q++) cls[c[q].j] = 2;
+        free(c);
+        nF = kf;
+    }
+    int nl = kv_ceil_frac(p->r_local, N);
+
+    /* 0/1 masks per class so that each row is four vectorisable dot products */
+    float *mask = malloc((size_t)4 * N * sizeof *mask);
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < 4; c++) mask[(size_t)c * N + j] = (cls[j] == c);
+    const float *m0 = mask, *m1 = mask + N, *m2 = mask + 2 * (size_t)N, *m3 = mask + 3 * (size_t)N;
+    double acc[4] = {0, 0, 0, 0};
+    int used = 0;
+    for (int r = 0; r < nrows; r++) {
+        int i = row0 + r;
+        if (i < p->skip_rows) continue;
+        const float *a = A + (size_t)r * N;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int lo = i - nl + 1; /* local: i - j < nl */
+        if (lo < 0) lo = 0;
+#pragma omp simd reduction(+ : s0, s1, s2)
+        for (int j = 0; j <= i; j++) {
+            s0 += a[j] * m0[j];
+            s1 += a[j] * m1[j];
+            s2 += a[j] * m2[j];
+        }
+#pragma omp simd reduction(+ : s3)
+        for (int j = lo; j <= i; j++) s3 += a[j] * m3[j];
+        acc[0] += s0;
+        acc[1] += (double)s0 + s1;
+        acc[2] += (double)s0 + s1 + s2;
+        acc[3] += (double)s0 + s1 + s2 + s3;
+        used++;
+    }
+    free(mask);
+    out->rows_used = used;
+    for (int k = 0; k < 4; k++) out->recovery[k] = used ? acc[k] / used : 0.0;
+    out->recovery[KV_RUNG_FULL] = 1.0;
+
+    int nlocal_extra = 0; /* "other" positions inside the last row's local window */
+    for (int j = N - nl; j < N; j++)
+        if (j >= 0 && cls[j] == 3) nlocal_extra++;
+    out->kept_fraction[KV_RUNG_SPECIAL] = (double)nS / N;
+    out->kept_fraction[KV_RUNG_PUNCT] = (double)(nS + nP) / N;
+    out->kept_fraction[KV_RUNG_FREQUENT] = (double)(nS + nP + nF) / N;
+    out->kept_fraction[KV_RUNG_LOCAL] = (double)(nS + nP + nF + nlocal_extra) / N;
+    out->kept_fraction[KV_RUNG_FULL] = 1.0;
+}
+
+int kv_fastgen_choose(const double *recovery, double T) {
+    for (int k = 0; k < KV_RUNG_FULL; k++)
+        if (recovery[k] >= T) return k;
+    return KV_RUNG_FULL;
+}

@@ -1,0 +1,234 @@
+/* kvanalyze: FastGen head policies and Ada-KV budget allocation over a
+ * kvtrace file. See docs/analyzer.md. */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyzer/analyze.h"
+#include "common/trace.h"
+
+#define KVANALYZE_VERSION "0.1.0"
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "usage: kvanalyze TRACE.h5 -o OUTDIR [options]\n"
+            "\n"
+            "FastGen head-policy profiling and Ada-KV uniform vs adaptive budget\n"
+            "allocation over a kvtrace file (docs/analyzer.md).\n"
+            "\n"
+            "  -o, --outdir DIR        output directory (created when missing)\n"
+            "      --force             replace existing output files in DIR\n"
+            "FastGen:\n"
+            "  -t, --threshold T[,T..] recovery thresholds in (0, 1] (default 0.95)\n"
+            "      --r-local R         local window fraction of N (default 0.3)\n"
+            "      --r-frequent R      frequent-token fraction of N (default 0.3)\n"
+            "      --aggregate mean|min  combine rung recoveries over prompts (default mean)\n"
+            "      --skip-rows K       leave query rows i < K out of the recovery mean (default 0)\n"
+            "Both:\n"
+            "      --gqa mean|max      combine the query heads of a KV group (default mean)\n"
+            "Ada-KV:\n"
+            "  -b, --budgets B[,B..]   entries per KV head, window included (default 64,128,256,512,1024)\n"
+            "      --scorer snapkv|h2o score used to rank positions (default snapkv)\n"
+            "      --obs-window W      observation window w (default 32)\n"
+            "      --pool max|avg|none pooling of snapkv scores (default max)\n"
+            "      --kernel K          pooling kernel, odd (default 7)\n"
+            "      --alpha A           adaptive safeguard share in [0, 1] (default 0.2)\n"
+            "      --pyramid           PyramidKV per-layer budgets (beta = 20)\n"
+            "      --eval window|future:Q  evaluation rows (default window)\n"
+            "Input and run:\n"
+            "      --prompts ID,...    only these prompts (default all)\n"
+            "      --threads N         worker threads (default: all cores)\n"
+            "  -h, --help              this help\n"
+            "  -V, --version           print the version\n");
+}
+
+static int fail(const char *fmt, const char *a) {
+    fprintf(stderr, "kvanalyze: ");
+    fprintf(stderr, fmt, a);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < -2147483647L || v > 2147483647L) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* splits a comma list in place */
+static int split(char *s, char **parts, int max) {
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) return -1;
+        parts[n++] = tok;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    kv_analyze_opts o;
+    memset(&o, 0, sizeof o);
+    o.thresholds[0] = 0.95;
+    o.n_thresholds = 1;
+    o.fg.r_local = 0.3;
+    o.fg.r_frequent = 0.3;
+    int defb[] = {64, 128, 256, 512, 1024};
+    memcpy(o.budgets, defb, sizeof defb);
+    o.n_budgets = 5;
+    o.ada.scorer = KV_SCORER_SNAPKV;
+    o.ada.pool = KV_POOL_MAX;
+    o.ada.kernel = 7;
+    o.ada.obs_window = 32;
+    o.ada.alpha = 0.2;
+    int threads = 0;
+    char *prompt_list = NULL;
+    char *parts[KV_MAX_LIST];
+
+    enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
+           O_PROMPTS, O_THREADS, O_FORCE };
+    static const struct option lo[] = {
+        {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
+        {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
+        {"gqa", required_argument, 0, O_GQA},    {"aggregate", required_argument, 0, O_AGG},
+        {"skip-rows", required_argument, 0, O_SKIP}, {"budgets", required_argument, 0, 'b'},
+        {"scorer", required_argument, 0, O_SCORER}, {"obs-window", required_argument, 0, O_OBS},
+        {"pool", required_argument, 0, O_POOL},  {"kernel", required_argument, 0, O_KERNEL},
+        {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", no_argument, 0, O_PYR},
+        {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
+        {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE},
+        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:t:b:hV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': o.outdir = optarg; break;
+        case 't': {
+            int n = split(optarg, parts, KV_MAX_LIST);
+            if (n <= 0) return fail("--threshold: expected T[,T...], got '%s'", optarg);
+            for (int i = 0; i < n; i++)
+                if (parse_double(parts[i], &o.thresholds[i]) || !(o.thresholds[i] > 0 && o.thresholds[i] <= 1))
+                    return fail("--threshold: '%s' is not a number in (0, 1]", parts[i]);
+            o.n_thresholds = n;
+            break;
+        }
+        case O_RL:
+            if (parse_double(optarg, &o.fg.r_local) || !(o.fg.r_local >= 0 && o.fg.r_local <= 1))
+                return fail("--r-local: '%s' is not a number in [0, 1]", optarg);
+            break;
+        case O_RF:
+            if (parse_double(optarg, &o.fg.r_frequent) || !(o.fg.r_frequent >= 0 && o.fg.r_frequent <= 1))
+                return fail("--r-frequent: '%s' is not a number in [0, 1]", optarg);
+            break;
+        case O_GQA:
+            if (!strcmp(optarg, "mean")) o.gqa_max = 0;
+            else if (!strcmp(optarg, "max")) o.gqa_max = 1;
+            else return fail("--gqa: expected mean or max, got '%s'", optarg);
+            break;
+        case O_AGG:
+            if (!strcmp(optarg, "mean")) o.aggregate_min = 0;
+            else if (!strcmp(optarg, "min")) o.aggregate_min = 1;
+            else return fail("--aggregate: expected mean or min, got '%s'", optarg);
+            break;
+        case O_SKIP:
+            if (parse_int(optarg, &o.fg.skip_rows) || o.fg.skip_rows < 0)
+                return fail("--skip-rows: '%s' is not a non-negative integer", optarg);
+            break;
+        case 'b': {
+            int n = split(optarg, parts, KV_MAX_LIST);
+            if (n <= 0) return fail("--budgets: expected B[,B...], got '%s'", optarg);
+            for (int i = 0; i < n; i++)
+                if (parse_int(parts[i], &o.budgets[i]) || o.budgets[i] < 1)
+                    return fail("--budgets: '%s' is not a positive integer", parts[i]);
+            o.n_budgets = n;
+            break;
+        }
+        case O_SCORER:
+            if (!strcmp(optarg, "snapkv")) o.ada.scorer = KV_SCORER_SNAPKV;
+            else if (!strcmp(optarg, "h2o")) o.ada.scorer = KV_SCORER_H2O;
+            else return fail("--scorer: expected snapkv or h2o, got '%s'", optarg);
+            break;
+        case O_OBS:
+            if (parse_int(optarg, &o.ada.obs_window) || o.ada.obs_window < 1)
+                return fail("--obs-window: '%s' is not a positive integer", optarg);
+            break;
+        case O_POOL:
+            if (!strcmp(optarg, "max")) o.ada.pool = KV_POOL_MAX;
+            else if (!strcmp(optarg, "avg")) o.ada.pool = KV_POOL_AVG;
+            else if (!strcmp(optarg, "none")) o.ada.pool = KV_POOL_NONE;
+            else return fail("--pool: expected max, avg or none, got '%s'", optarg);
+            break;
+        case O_KERNEL:
+            if (parse_int(optarg, &o.ada.kernel) || o.ada.kernel < 1 || o.ada.kernel % 2 == 0)
+                return fail("--kernel: '%s' is not a positive odd integer", optarg);
+            break;
+        case O_ALPHA:
+            if (parse_double(optarg, &o.ada.alpha) || !(o.ada.alpha >= 0 && o.ada.alpha <= 1))
+                return fail("--alpha: '%s' is not a number in [0, 1]", optarg);
+            break;
+        case O_PYR: o.pyramid = 1; break;
+        case O_EVAL:
+            if (!strcmp(optarg, "window")) o.ada.future_q = 0;
+            else if (!strncmp(optarg, "future:", 7) && !parse_int(optarg + 7, &o.ada.future_q) && o.ada.future_q >= 1)
+                ;
+            else return fail("--eval: expected window or future:Q with Q >= 1, got '%s'", optarg);
+            break;
+        case O_PROMPTS: prompt_list = optarg; break;
+        case O_THREADS:
+            if (parse_int(optarg, &threads) || threads < 1)
+                return fail("--threads: '%s' is not a positive integer", optarg);
+            break;
+        case O_FORCE: o.force = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("kvanalyze %s (trace format %d)\n", KVANALYZE_VERSION, KV_TRACE_FORMAT_VERSION); return 0;
+        case ':': return fail("option %s needs a value (see --help)", argv[optind - 1]);
+        default: return fail("unknown option %s (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return fail("%s", "missing TRACE.h5 (see --help)");
+    if (optind + 1 < argc) return fail("unexpected argument '%s' (see --help)", argv[optind + 1]);
+    o.trace_path = argv[optind];
+    o.ada.gqa_max = o.gqa_max;
+    if (!o.outdir) return fail("%s", "missing -o OUTDIR (see --help)");
+    for (int i = 0; i < o.n_budgets; i++)
+        if (o.budgets[i] <= o.ada.obs_window) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "%d must exceed the observation window %d", o.budgets[i], o.ada.obs_window);
+            return fail("--budgets: %s", msg);
+        }
+    char *ids[KV_MAX_LIST];
+    if (prompt_list) {
+        int n = split(prompt_list, ids, KV_MAX_LIST);
+        if (n <= 0) return fail("--prompts: expected ID[,ID...], got '%s'", prompt_list);
+        for (int i = 0; i < n; i++)
+            if (!kv_prompt_id_valid(ids[i])) return fail("--prompts: '%s' is not a valid prompt id", ids[i]);
+        o.prompts = ids;
+        o.n_prompts = n;
+    }
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    kv_error err = {{0}};
+    if (kv_analyze(&o, stdout, &err)) {
+        fprintf(stderr, "kvanalyze: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}

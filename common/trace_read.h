@@ -1,0 +1,96 @@
+/* Trace reader (format v1, docs/trace-format.md). Opens a trace, validates
+ * its format attributes and /model, lists prompts, and reads one prompt's
+ * datasets one layer at a time through hyperslabs (the memory dataspace has
+ * the same rank and shape as the file selection). Every float read is
+ * checked to be finite. Shared by kvanalyze and kvplot.
+ *
+ *   kv_trace *t = kv_trace_open("trace.h5", &err);
+ *   kv_prompt *p = kv_prompt_open(t, t->prompt_ids[0], &err);
+ *   kv_prompt_read_window(p, 0, buf, &err);     // buf: [H, W', N]
+ *   kv_prompt_close(p); kv_trace_close(t);
+ */
+#ifndef KV_TRACE_READ_H
+#define KV_TRACE_READ_H
+
+#include <stdint.h>
+#include <hdf5.h>
+
+#include "common/error.h"
+#include "common/trace.h"
+
+typedef struct {
+    hid_t file;
+    char *path;
+    /* file attributes */
+    char *model;           /* attribute "model" */
+    char *config_json;     /* attribute "config_json" ("" when absent) */
+    char *created_by;      /* ("" when absent) */
+    int window;            /* W, the tracer's --window */
+    int full_maps;
+    /* /model attributes */
+    int n_layers;          /* the model's layer count (all layers) */
+    int n_heads;           /* H */
+    int n_kv_heads;        /* KVH */
+    int head_dim;          /* hd */
+    int hidden_size;       /* D */
+    int vocab_size;
+    char *architecture;
+    /* /model datasets */
+    int L;                 /* traced layers */
+    int *layers;           /* [L] model layer index of each traced layer */
+    /* prompts, in "index" order */
+    int n_prompts;
+    char **prompt_ids;     /* [n_prompts] */
+} kv_trace;
+
+typedef struct {
+    const kv_trace *trace;
+    char id[KV_PROMPT_ID_MAX + 1];
+    int index;
+    int n_tokens;          /* N */
+    int window_rows;       /* W' = rows of the "window" dataset */
+    int has_attn;          /* 1 when "attn" [L, H, N, N] exists */
+    int has_values;
+    int has_pieces;
+    uint8_t *flags;        /* [N] token flags (KV_FLAG_*) */
+    hid_t group;
+    hid_t d_attn, d_colsum, d_window, d_values; /* -1 when absent */
+} kv_prompt;
+
+/* Opens and validates a trace (format, format_version, /model, /prompts).
+ * Returns NULL with err filled on failure. */
+kv_trace *kv_trace_open(const char *path, kv_error *err);
+void kv_trace_close(kv_trace *t);
+
+/* Index of a prompt id in t->prompt_ids, or -1. */
+int kv_trace_find_prompt(const kv_trace *t, const char *id);
+
+/* Reads /model/wo for traced layer li (0..L-1) into out [D, H*hd]. */
+int kv_trace_read_wo(const kv_trace *t, int li, float *out, kv_error *err);
+
+/* Opens one prompt and checks every dataset's shape against the model. */
+kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err);
+void kv_prompt_close(kv_prompt *p);
+
+/* Per-layer reads; li is the traced-layer position (0..L-1).
+ *   attn:    heads [h0, h0+nh) -> out [nh, N, N]   (float16 converted)
+ *   window:  out [H, W', N]
+ *   colsum:  out [H, N]
+ *   values:  out [KVH, N, hd] */
+int kv_prompt_read_attn(const kv_prompt *p, int li, int h0, int nh, float *out, kv_error *err);
+int kv_prompt_read_window(const kv_prompt *p, int li, float *out, kv_error *err);
+int kv_prompt_read_colsum(const kv_prompt *p, int li, float *out, kv_error *err);
+int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err);
+
+/* tokens [N] (int32) */
+int kv_prompt_read_tokens(const kv_prompt *p, int32_t *out, kv_error *err);
+/* pieces: returns a malloc'd array of N malloc'd UTF-8 strings (free with
+ * kv_strings_free), or NULL on error. All empty when the trace has none. */
+char **kv_prompt_read_pieces(const kv_prompt *p, kv_error *err);
+void kv_strings_free(char **s, int n);
+
+/* Reads a string attribute (variable-length or fixed-length) of an object;
+ * returns a malloc'd copy or NULL (err filled). */
+char *kv_h5_read_string_attr(hid_t obj, const char *name, const char *where, kv_error *err);
+
+#endif

@@ -1,0 +1,105 @@
+"""kvanalyze's CSV output against the independent numpy implementation
+(tests/analyzer/kvref.py) on generated traces, over several option sets."""
+import math
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer"))
+from common import need_tool, read_csv, run, tmpdir  # noqa: E402
+import kvref  # noqa: E402
+import mktrace  # noqa: E402
+
+need_tool()
+failures = 0
+
+
+def close(a, b, rtol=2e-4, atol=2e-6):
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+def compare(name, trace, args, ref_kwargs):
+    global failures
+    out = os.path.join(tmpdir(), "out")
+    run([trace, "-o", out] + args)
+    ref = kvref.analyze(trace, **ref_kwargs)
+    bad = 0
+    got = read_csv(os.path.join(out, "fastgen_heads.csv"))
+    if len(got) != len(ref["fastgen"]):
+        print(f"{name}: fastgen rows {len(got)} != {len(ref['fastgen'])}")
+        bad += 1
+    for g, r in zip(got, ref["fastgen"]):
+        for k in ("prompt", "head_kind", "rows", "policy"):
+            if g[k] != str(r[k]):
+                bad += 1
+                print(f"{name}: fastgen {k}: {g[k]} != {r[k]} ({r})") if bad < 5 else None
+        for k in ("layer", "head"):
+            if int(g[k]) != r[k]:
+                bad += 1
+        for k in ("threshold", "kept_fraction", "rec_special", "rec_punct", "rec_frequent", "rec_local", "rec_full"):
+            if not close(float(g[k]), r[k], 1e-5, 1e-6):
+                bad += 1
+                print(f"{name}: fastgen {k}: {g[k]} != {r[k]}") if bad < 5 else None
+    got = read_csv(os.path.join(out, "eviction_loss.csv"))
+    if len(got) != len(ref["loss"]):
+        print(f"{name}: loss rows {len(got)} != {len(ref['loss'])}")
+        bad += 1
+    for g, r in zip(got, ref["loss"]):
+        for k in ("prompt", "scorer", "allocation", "eval"):
+            if g[k] != str(r[k]):
+                bad += 1
+        for k in ("layer", "pyramid", "budget"):
+            if int(g[k]) != r[k]:
+                bad += 1
+        for k in ("bound", "bound_per_head", "actual_l1", "relative_l1", "kept_mass"):
+            if not close(float(g[k]), r[k]):
+                bad += 1
+                print(f"{name}: loss {k} {g['prompt']} L{g['layer']} {g['allocation']} B={g['budget']}: "
+                      f"{g[k]} != {r[k]}") if bad < 8 else None
+    got = read_csv(os.path.join(out, "budgets.csv"))
+    if len(got) != len(ref["budgets"]):
+        bad += 1
+    for g, r in zip(got, ref["budgets"]):
+        for k in ("layer", "budget", "kv_head", "layer_budget", "kv_budget"):
+            if int(g[k]) != r[k]:
+                bad += 1
+                print(f"{name}: budgets {k}: {g} vs {r}") if bad < 8 else None
+    got = read_csv(os.path.join(out, "concentration.csv"))
+    if len(got) != len(ref["concentration"]):
+        bad += 1
+    for g, r in zip(got, ref["concentration"]):
+        if int(g["positions"]) != r["positions"] or not close(float(g["mass"]), r["mass"], 1e-5, 1e-6):
+            bad += 1
+    n = len(ref["fastgen"]) + len(ref["loss"])
+    print(f"{name}: {n} rows compared, {bad} mismatches")
+    failures += bad > 0
+    shutil.rmtree(os.path.dirname(out))
+
+
+d = tmpdir()
+t1 = os.path.join(d, "gqa.h5")
+mktrace.random_trace(t1, L=3, H=4, KVH=2, hd=8, D=24, N=100, n_prompts=2, window=64, seed=1, n_layers=5,
+                     lengths=[100, 83])
+compare("gqa-default", t1, ["-t", "0.5,0.8,0.95", "-b", "40,48,64,90,120"],
+        dict(thresholds=[0.5, 0.8, 0.95], budgets=[40, 48, 64, 90, 120]))
+compare("gqa-max-h2o-pyramid", t1,
+        ["-t", "0.7", "-b", "40,64", "--gqa", "max", "--scorer", "h2o", "--pyramid", "--alpha", "0.5",
+         "--r-local", "0.2", "--r-frequent", "0.1", "--skip-rows", "10"],
+        dict(thresholds=[0.7], budgets=[40, 64], gqa="max", scorer="h2o", use_pyramid=True, alpha=0.5,
+             r_l=0.2, r_f=0.1, skip=10))
+compare("avgpool-future", t1,
+        ["-t", "0.9", "-b", "20,30,50", "--pool", "avg", "--kernel", "5", "--obs-window", "16",
+         "--eval", "future:8", "--pyramid"],
+        dict(thresholds=[0.9], budgets=[20, 30, 50], pool="avg", kernel=5, w=16, Q=8, use_pyramid=True))
+compare("nopool-alpha0-prompt", t1, ["-b", "40,64", "--pool", "none", "--alpha", "0", "--prompts", "p1"],
+        dict(budgets=[40, 64], pool="none", alpha=0, prompts=["p1"]))
+t2 = os.path.join(d, "mha_window.h5")
+mktrace.random_trace(t2, L=2, H=3, KVH=3, hd=4, D=12, N=80, n_prompts=1, window=48, full_maps=False, seed=2)
+compare("mha-window-only", t2, ["-t", "0.6,0.9", "-b", "40,60", "--scorer", "h2o", "--eval", "future:4"],
+        dict(thresholds=[0.6, 0.9], budgets=[40, 60], scorer="h2o", Q=4))
+t3 = os.path.join(d, "f16.h5")
+mktrace.random_trace(t3, L=1, H=2, KVH=1, hd=4, D=8, N=70, n_prompts=1, window=40, f16=True, seed=3)
+compare("float16-maps", t3, ["-t", "0.9", "-b", "36,50"], dict(thresholds=[0.9], budgets=[36, 50]))
+shutil.rmtree(d)
+print("numpy cross-check:", "FAILED" if failures else "passed")
+sys.exit(1 if failures else 0)
