@@ -63,7 +63,7 @@ def random_weights(cfg, seed=0):
     def norm(n):
         return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
-    w = {"model.embed_tokens.weight": mat(V, D, 0.5), "model.norm.weight": norm(D)}
+    w = {"model.embed_tokens.weight": mat(V, D, 0.25), "model.norm.weight": norm(D)}
     if not cfg["tie_word_embeddings"]:
         w["lm_head.weight"] = mat(V, D, 0.15)
     for l in range(cfg["num_hidden_layers"]):
@@ -71,19 +71,19 @@ def random_weights(cfg, seed=0):
         # large q/k weights give peaked, varied attention rows
         w[p + "self_attn.q_proj.weight"] = mat(H * hd, D, 0.35)
         w[p + "self_attn.k_proj.weight"] = mat(KVH * hd, D, 0.35)
-        w[p + "self_attn.v_proj.weight"] = mat(KVH * hd, D, 0.2)
-        w[p + "self_attn.o_proj.weight"] = mat(D, H * hd, 0.3)
-        w[p + "mlp.gate_proj.weight"] = mat(I, D, 0.3)
-        w[p + "mlp.up_proj.weight"] = mat(I, D, 0.3)
-        w[p + "mlp.down_proj.weight"] = mat(D, I, 0.3)
+        w[p + "self_attn.v_proj.weight"] = mat(KVH * hd, D, 0.12)
+        w[p + "self_attn.o_proj.weight"] = mat(D, H * hd, 0.2)
+        w[p + "mlp.gate_proj.weight"] = mat(I, D, 0.2)
+        w[p + "mlp.up_proj.weight"] = mat(I, D, 0.2)
+        w[p + "mlp.down_proj.weight"] = mat(D, I, 0.2)
         w[p + "input_layernorm.weight"] = norm(D)
         w[p + "post_attention_layernorm.weight"] = norm(D)
         if arch == "Qwen2ForCausalLM" or cfg.get("attention_bias"):
-            w[p + "self_attn.q_proj.bias"] = (0.5 * rng.standard_normal(H * hd)).astype(np.float32)
-            w[p + "self_attn.k_proj.bias"] = (0.5 * rng.standard_normal(KVH * hd)).astype(np.float32)
-            w[p + "self_attn.v_proj.bias"] = (0.5 * rng.standard_normal(KVH * hd)).astype(np.float32)
+            w[p + "self_attn.q_proj.bias"] = (0.2 * rng.standard_normal(H * hd)).astype(np.float32)
+            w[p + "self_attn.k_proj.bias"] = (0.2 * rng.standard_normal(KVH * hd)).astype(np.float32)
+            w[p + "self_attn.v_proj.bias"] = (0.2 * rng.standard_normal(KVH * hd)).astype(np.float32)
         if cfg.get("attention_bias") and arch != "Qwen2ForCausalLM":
-            w[p + "self_attn.o_proj.bias"] = (0.5 * rng.standard_normal(D)).astype(np.float32)
+            w[p + "self_attn.o_proj.bias"] = (0.2 * rng.standard_normal(D)).astype(np.float32)
         if arch == "Qwen3ForCausalLM":
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)
