@@ -149,7 +149,7 @@ static int read_slab(hid_t d, int rank, const hsize_t *start, const hsize_t *cou
     for (int k = 0; k < rank; k++) n *= count[k];
     for (size_t i = 0; i < n; i++)
         if (!isfinite(out[i]))
-            return kv_fail(err, "%s: dataset '%s' has a non-finite value (NaN or Inf) in the block starting at [%llu,...]",
+            return kv_fail(err, "%s: dataset '%s' has a non-finite value (NaN or Inf) in traced layer %llu",
                            where, name, (unsigned long long)start[0]);
     return 0;
 }
