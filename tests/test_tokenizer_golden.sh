@@ -32,6 +32,15 @@ ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$root" $(pkg-config --cfla
 texts=("$dir"/texts/*.txt)
 # a large deterministic text too (the benchmark prose, 256 KiB here)
 node "$root/bench/tokenizer_prose.js" 262144 > "$work/prose_256k.txt" && texts+=("$work/prose_256k.txt")
+# stress: one long word, long whitespace runs, CJK without spaces (deterministic)
+node -e '
+const fs = require("fs"), d = process.argv[1];
+fs.writeFileSync(d + "/stress_word.txt", "a".repeat(50000) + " supercalifragilistic".repeat(500));
+fs.writeFileSync(d + "/stress_ws.txt", " ".repeat(20000) + "x" + "\n".repeat(20000) + "\t \n".repeat(5000) + " \r\n ".repeat(3000) + "end");
+let s = 7, out = "";
+for (let i = 0; i < 20000; i++) { s = (s * 1103515245 + 12345) % 2147483648; out += String.fromCodePoint(0x4e00 + (s % 20000)); }
+fs.writeFileSync(d + "/stress_cjk.txt", out);
+' "$work" && texts+=("$work/stress_word.txt" "$work/stress_ws.txt" "$work/stress_cjk.txt")
 
 status=0
 for fam in llama3 llama2; do

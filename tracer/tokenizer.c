@@ -470,7 +470,8 @@ static int load_model(kv_tokenizer *t, const cJSON *m, const cJSON *added, const
     }
 
     size_t n_merges = (size_t)cJSON_GetArraySize(merges);
-    if (kv_pairmap_init(&b->merges, n_merges)) return kv_fail(err, "out of memory");
+    if (kv_pairmap_init(&b->merges, n_merges) || kv_pairmap_init(&b->cross, 1024))
+        return kv_fail(err, "out of memory");
     kv_buf cat = {0};
     int32_t rank = 0;
     cJSON_ArrayForEach(it, merges) {
@@ -503,7 +504,7 @@ static int load_model(kv_tokenizer *t, const cJSON *m, const cJSON *added, const
             free(cat.s);
             return e;
         }
-        if (kv_pairmap_put(&b->merges, a, c, rank, ab)) {
+        if (kv_pairmap_put(&b->merges, a, c, rank, ab) || kv_bpe_add_cross(b, l, ll, r, rl)) {
             free(cat.s);
             return kv_fail(err, "out of memory");
         }
@@ -638,6 +639,7 @@ void kv_tokenizer_free(kv_tokenizer *t) {
     free(t->special);
     kv_strmap_free(&t->bpe.vocab);
     kv_pairmap_free(&t->bpe.merges);
+    kv_pairmap_free(&t->bpe.cross);
     for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
     for (int p = 0; p < 2; p++) free(t->added_ix[p].order);

@@ -60,6 +60,9 @@ const kv_pairmap_slot *kv_pairmap_get(const kv_pairmap *m, int32_t a, int32_t b)
 typedef struct {
     kv_strmap vocab;   /* token text -> id (model vocab only) */
     kv_pairmap merges; /* (left id, right id) -> rank, merged id */
+    kv_pairmap cross;  /* (last code point of a merge's left token, first code
+                        * point of its right token): the character boundaries
+                        * some merge can join; a word is cut at all others */
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t unk_id;        /* -1 when none */
     int32_t byte_ids[256]; /* id of "<0xAB>", -1 when absent */
@@ -68,11 +71,15 @@ typedef struct {
 /* Scratch space reused across words (symbols of the merge loop + heap). */
 typedef struct {
     int32_t *c, *prev, *next, *len; /* symbols [cap] */
+    int32_t *cp;                    /* [cap] code point of an initial symbol, -1 for byte/unk */
     size_t cap;
     struct kv_bpe_merge *heap; /* [hcap] */
     size_t hn, hcap;
 } kv_bpe_scratch;
 void kv_bpe_scratch_free(kv_bpe_scratch *s);
+
+/* Records a merge's left/right tokens in m->cross (call for every merge). */
+int kv_bpe_add_cross(kv_bpe *m, const char *l, size_t ll, const char *r, size_t rl);
 
 /* Appends the ids of one pre-tokenized word. */
 int kv_bpe_encode_word(const kv_bpe *m, const char *w, size_t len, kv_bpe_scratch *s, kv_ivec *out,
