@@ -70,11 +70,9 @@ def pool1d(s, pool, kernel):
     if pool == "none" or kernel <= 1:
         return s.copy()
     half = kernel // 2
-    out = np.empty(P)
-    for j in range(P):
-        seg = s[max(0, j - half):min(P, j + half + 1)]
-        out[j] = seg.max() if pool == "max" else seg.mean()
-    return out
+    pad = np.full(half, -np.inf if pool == "max" else np.nan)
+    win = np.lib.stride_tricks.sliding_window_view(np.r_[pad, s, pad], kernel)[:P]
+    return win.max(1) if pool == "max" else np.nanmean(win, 1)
 
 
 def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max):
@@ -113,12 +111,8 @@ def select(sc, b, alloc, alpha):
         hh, jj = np.meshgrid(np.arange(KVH), pos, indexing="ij")
         order = np.lexsort((jj.ravel(), hh.ravel(), -sc.ravel()))
         flat = keep.ravel()
-        for k in order:
-            if rest <= 0:
-                break
-            if not flat[k]:
-                flat[k] = True
-                rest -= 1
+        free = order[~flat[order]]
+        flat[free[:max(rest, 0)]] = True
         keep = flat.reshape(KVH, P)
     return keep
 
@@ -135,33 +129,39 @@ def pyramid(b, layer, n_layers, P, beta=20):
     return mx - layer * steps
 
 
-def loss(win, values, wo, keep, N, H, KVH, w, Q):
-    """Returns (bound, bound_per_head, actual_l1, relative_l1, kept_mass)."""
+def loss_ctx(win, values, wo, N, H, KVH, w, Q):
+    """Per-layer quantities shared by every budget: A [H,R,N], C_h, C, y."""
     Wp = win.shape[1]
     hd = values.shape[-1]
     G = H // KVH
     Nc = N - Q
-    P = Nc - w
     rows = np.arange(Nc, N) if Q else np.arange(Nc - w, Nc)
     A = win[:, rows - (N - Wp), :].astype(np.float64)              # [H, R, N]
     V = values.astype(np.float64)
     Wo = wo.astype(np.float64)
-    Ch = np.array([np.abs(V[h // G] @ Wo[:, h * hd:(h + 1) * hd].T).sum(1).max() for h in range(H)])
-    C = Ch.max()
-    y = sum(A[h] @ V[h // G] @ Wo[:, h * hd:(h + 1) * hd].T for h in range(H))
+    VW = [V[h // G] @ Wo[:, h * hd:(h + 1) * hd].T for h in range(H)]   # [N, D] per head
+    Ch = np.array([np.abs(m).sum(1).max() for m in VW])
+    y = sum(A[h] @ VW[h] for h in range(H))
+    return dict(A=A, VW=VW, Ch=Ch, C=Ch.max(), y=y, H=H, G=G, N=N, P=Nc - w)
+
+
+def loss(ctx, keep):
+    """Returns (bound, bound_per_head, actual_l1, relative_l1, kept_mass)."""
     if keep is None:
         return 0.0, 0.0, 0.0, 0.0, 1.0
+    A, H, G, N, P = ctx["A"], ctx["H"], ctx["G"], ctx["N"], ctx["P"]
     mask = np.ones((H, N), dtype=bool)
     for h in range(H):
         mask[h, :P] = keep[h // G]
     Fh = (A * mask[:, None, :]).sum(2)                               # [H, R]
     Ahat = np.where(mask[:, None, :], A, 0.0) / np.where(Fh > 0, Fh, np.inf)[:, :, None]
-    yhat = sum(Ahat[h] @ V[h // G] @ Wo[:, h * hd:(h + 1) * hd].T for h in range(H))
+    y = ctx["y"]
+    yhat = sum(Ahat[h] @ ctx["VW"][h] for h in range(H))
     l1 = np.abs(y - yhat).sum(1)
     ynorm = np.abs(y).sum(1)
     rel = np.where(ynorm > 0, l1 / np.where(ynorm > 0, ynorm, 1), 0.0)
-    bound = 2 * C * (1 - Fh).sum(0)
-    bph = 2 * (Ch[:, None] * (1 - Fh)).sum(0)
+    bound = 2 * ctx["C"] * (1 - Fh).sum(0)
+    bph = 2 * (ctx["Ch"][:, None] * (1 - Fh)).sum(0)
     return float(bound.mean()), float(bph.mean()), float(l1.mean()), float(rel.mean()), float(Fh.sum(0).mean() / H)
 
 
@@ -215,12 +215,13 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
                 Nc = N - Q
                 P = Nc - w
                 sc = scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max) if P > 0 else None
+                ctx = loss_ctx(win, values, wo, N, H, KVH, w, Q)
                 for alloc in ("uniform", "adaptive"):
                     for B in budgets:
                         b = B - w
                         bl = pyramid(b, layer, n_layers, P) if use_pyramid else b
                         keep = None if bl >= P else select(sc, bl, alloc, alpha)
-                        bd, bph, l1, rel, km = loss(win, values, wo, keep, N, H, KVH, w, Q)
+                        bd, bph, l1, rel, km = loss(ctx, keep)
                         res["loss"].append(dict(prompt=pid, layer=layer, scorer=scorer, allocation=alloc,
                                                 pyramid=int(use_pyramid), budget=B,
                                                 eval=f"future:{Q}" if Q else "window", bound=bd,
