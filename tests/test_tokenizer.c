@@ -521,6 +521,76 @@ START_TEST(real_flags_both_families) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ CLI */
+
+/* runs kv_tokenize_main with stdout/stderr captured into files */
+static int run_cli(int argc, char **argv, char *out, size_t out_cap, char *errs, size_t err_cap) {
+    char o[] = "/tmp/kv_tok_outXXXXXX", e[] = "/tmp/kv_tok_errXXXXXX";
+    int fo = mkstemp(o), fe = mkstemp(e);
+    ck_assert(fo >= 0 && fe >= 0);
+    fflush(stdout), fflush(stderr);
+    int so = dup(1), se = dup(2);
+    dup2(fo, 1), dup2(fe, 2);
+    int rc = kv_tokenize_main(argc, argv);
+    fflush(stdout), fflush(stderr);
+    dup2(so, 1), dup2(se, 2);
+    close(so), close(se);
+    FILE *f = fopen(o, "r");
+    size_t n = fread(out, 1, out_cap - 1, f);
+    out[n] = 0;
+    fclose(f);
+    f = fopen(e, "r");
+    n = fread(errs, 1, err_cap - 1, f);
+    errs[n] = 0;
+    fclose(f);
+    close(fo), close(fe), unlink(o), unlink(e);
+    return rc;
+}
+
+START_TEST(cli_tokenize) {
+    char dir[] = "/tmp/kv_tok_modelXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], cfg[256];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    char *j = sentencepiece_json(NULL, NULL, NULL);
+    FILE *f = fopen(path, "w");
+    fputs(j, f);
+    fclose(f);
+    free(j);
+    f = fopen(cfg, "w");
+    fprintf(f, "{\"bos_token_id\": 1, \"eos_token_id\": [2, %d], \"pad_token_id\": null}", SP_GA);
+    fclose(f);
+    char out[4096], errs[1024];
+    char *a1[] = {"tokenize", "--tokenizer", path, "--text", "Hi [INST] a.", NULL};
+    ck_assert_int_eq(run_cli(5, a1, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_str_eq(out, "[1,263,275,274,267,277,264]\n");
+    char *a2[] = {"tokenize", "--tokenizer", path, "--text", "Hi [INST] a.", "--no-special", NULL};
+    ck_assert_int_eq(run_cli(6, a2, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_str_eq(out, "[263,275,274,267,277,264]\n");
+    /* --model: config.json ids are special (eos list includes ▁a) */
+    char *a3[] = {"tokenize", "--model", dir, "--text", "Hi [INST] a.", "--pieces", "--special-text", "[INST]", NULL};
+    ck_assert_int_eq(run_cli(8, a3, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_str_eq(out, "[{\"id\":1,\"piece\":\"<s>\",\"flags\":1},{\"id\":263,\"piece\":\" Hi\",\"flags\":0},"
+                          "{\"id\":275,\"piece\":\" [\",\"flags\":3},{\"id\":274,\"piece\":\"INST\",\"flags\":1},"
+                          "{\"id\":267,\"piece\":\"]\",\"flags\":3},{\"id\":277,\"piece\":\" a\",\"flags\":1},"
+                          "{\"id\":264,\"piece\":\".\",\"flags\":2}]\n");
+    /* errors: one line "kvtrace tokenize: ..." and a non-zero status */
+    char *a4[] = {"tokenize", "--tokenizer", path, NULL};
+    ck_assert_int_ne(run_cli(3, a4, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_msg(!strncmp(errs, "kvtrace tokenize: ", 18), "%s", errs);
+    char *a5[] = {"tokenize", "--tokenizer", "/nonexistent.json", "--text", "x", NULL};
+    ck_assert_int_ne(run_cli(5, a5, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_msg(strstr(errs, "kvtrace tokenize: /nonexistent.json") == errs, "%s", errs);
+    char *a6[] = {"tokenize", "--tokenizer", path, "--text", "bad \xff byte", NULL};
+    ck_assert_int_ne(run_cli(5, a6, out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_msg(strstr(errs, "invalid UTF-8") != NULL, "%s", errs);
+    char *a7[] = {"tokenize", "--bogus", NULL};
+    ck_assert_int_ne(run_cli(2, a7, out, sizeof out, errs, sizeof errs), 0);
+    unlink(path), unlink(cfg), rmdir(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("core");
@@ -537,6 +607,7 @@ int main(void) {
     tcase_add_test(tc, error_invalid_utf8);
     tcase_add_test(tc, error_unsupported_components);
     tcase_add_test(tc, real_flags_both_families);
+    tcase_add_test(tc, cli_tokenize);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
