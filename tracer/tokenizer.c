@@ -954,7 +954,7 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
     if (!text && len) return kv_fail(err, "text: NULL");
     if (!text) text = "";
     size_t bad = utf8_first_invalid(text, len);
-    if (bad < len) return kv_fail(err, "text: invalid UTF-8 at byte %zu (0x%02X)", bad, (unsigned char)text[bad]);
+    if (bad < len) return kv_fail(err, "invalid UTF-8 in the text at byte %zu (0x%02X)", bad, (unsigned char)text[bad]);
     kv_ivec out = {0};
     enc_ctx c = {.t = t, .out = &out, .err = err};
     kv_buf nb[2] = {{0}, {0}};
