@@ -7,7 +7,7 @@ const path = require("path");
 const [nm, tok, file, runsArg] = process.argv.slice(2);
 const runs = parseInt(runsArg || "5", 10);
 (async () => {
-  const { Tokenizer } = require(path.join(nm, "tokenizers"));
+  const { Tokenizer } = require(path.resolve(nm, "tokenizers"));
   const text = fs.readFileSync(file, "utf8");
   let t0 = process.hrtime.bigint();
   const t = Tokenizer.fromFile(tok);
@@ -21,6 +21,6 @@ const runs = parseInt(runsArg || "5", 10);
     if (dt < best) best = dt;
   }
   const bytes = Buffer.byteLength(text);
-  console.log(`HF tokenizers (npm ${require(path.join(nm, "tokenizers/package.json")).version}): load ${load.toFixed(3)} s; ` +
+  console.log(`HF tokenizers (npm ${require(path.resolve(nm, "tokenizers/package.json")).version}): load ${load.toFixed(3)} s; ` +
     `encode ${bytes} bytes -> ${n} ids: best of ${runs} ${best.toFixed(3)} s (${(bytes / best / 1e6).toFixed(2)} MB/s)`);
 })().catch((e) => { console.error(e); process.exit(1); });

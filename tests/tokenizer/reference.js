@@ -6,7 +6,7 @@ const path = require("path");
 const [nodeModules, which, tokPath, ...files] = process.argv.slice(2);
 
 async function viaTokenizers() {
-  const { Tokenizer } = require(path.join(nodeModules, "tokenizers"));
+  const { Tokenizer } = require(path.resolve(nodeModules, "tokenizers"));
   const t = Tokenizer.fromFile(tokPath);
   return {
     encode: async (s, special) => (await t.encode(s, null, { addSpecialTokens: special })).getIds(),
@@ -15,14 +15,15 @@ async function viaTokenizers() {
 }
 
 async function viaLenml() {
-  const { TokenizerLoader } = require(path.join(nodeModules, "@lenml/tokenizers"));
+  const { TokenizerLoader } = require(path.resolve(nodeModules, "@lenml/tokenizers"));
   const json = JSON.parse(fs.readFileSync(tokPath, "utf8"));
   const cfgPath = path.join(path.dirname(tokPath), "tokenizer_config.json");
   const cfg = fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, "utf8")) : {};
   const t = TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: cfg });
   return {
     encode: async (s, special) => Array.from(t.encode(s, { add_special_tokens: special })),
-    decode: async (ids, skip) => t.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false }),
+    decode: async (ids, skip) =>
+      ids.length ? t.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false }) : "",
   };
 }
 
