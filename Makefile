@@ -9,12 +9,19 @@
 # linked against it; each tests/test_*.c is one Check test program.
 
 CC      ?= gcc
+comma   := ,
 PKGS    := hdf5 openblas libcjson libpcre2-8 libutf8proc
+# Prefer Debian's OpenMP build of OpenBLAS: it shares libgomp's thread pool
+# with our own OpenMP loops (and runs single-threaded inside them) instead of
+# a second pool of spinning pthreads competing for the same cores.
+OPENBLAS_OMP := $(firstword $(wildcard /usr/lib/*/openblas-openmp/pkgconfig))
+PKGCONF := $(if $(OPENBLAS_OMP),PKG_CONFIG_PATH=$(OPENBLAS_OMP):$$PKG_CONFIG_PATH) pkg-config
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -I. \
-           $(shell pkg-config --cflags $(PKGS))
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm
+           $(shell $(PKGCONF) --cflags $(PKGS))
+BLAS_RPATH := $(if $(OPENBLAS_OMP),-Wl$(comma)-rpath$(comma)$(patsubst %/pkgconfig,%,$(OPENBLAS_OMP)))
+LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS)) -fopenmp -lm $(BLAS_RPATH)
 TEST_LDLIBS := $(shell pkg-config --libs check)
 
 ifeq ($(SANITIZE),1)
@@ -62,10 +69,16 @@ bin/tests/%: $(BUILD)/tests/%.o $(BUILD)/libkv.a
 
 $(BUILD)/tests/%.o: CFLAGS += $(shell pkg-config --cflags check)
 
+bin/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkv.a
+	@mkdir -p bin/bench
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+BENCHBIN := $(patsubst bench/%.c,bin/bench/%,$(wildcard bench/*.c))
+
 check: $(TOOLS) $(TESTBIN)
 	bash tests/run.sh
 
-bench: $(TOOLS)
+bench: $(TOOLS) $(BENCHBIN)
 	bash bench/run.sh
 
 deps:

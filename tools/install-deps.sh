@@ -3,9 +3,9 @@
 # As root it runs apt-get; otherwise it prints the command to run.
 set -euo pipefail
 PACKAGES=(
-  build-essential pkg-config
+  build-essential pkg-config time
   libhdf5-dev hdf5-tools          # trace files
-  libopenblas-dev                 # CPU matmul (cblas)
+  libopenblas-openmp-dev          # CPU matmul (cblas), OpenMP build
   libcjson-dev                    # config.json, tokenizer.json, safetensors headers, outputs
   libpcre2-dev libutf8proc-dev    # tokenizer: split regexes, NFC, Unicode categories
   check libsubunit-dev            # C unit tests
