@@ -41,6 +41,9 @@ let s = 7, out = "";
 for (let i = 0; i < 20000; i++) { s = (s * 1103515245 + 12345) % 2147483648; out += String.fromCodePoint(0x4e00 + (s % 20000)); }
 fs.writeFileSync(d + "/stress_cjk.txt", out);
 ' "$work" && texts+=("$work/stress_word.txt" "$work/stress_ws.txt" "$work/stress_cjk.txt")
+# random mixes of scripts, whitespace kinds, punctuation and special strings
+rm -f "$work"/random_*.txt
+node "$dir/random_texts.js" "$work" 40 && texts+=("$work"/random_*.txt)
 
 status=0
 for fam in llama3 llama2; do
