@@ -1,6 +1,7 @@
 # kvtrace / kvanalyze / kvplot
 #   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot
 #   make check      build and run every test (see tests/run.sh)
+#   make demo       trace the bundled default model and analyse it (tools/demo.sh)
 #   make bench      run the CPU benchmarks in bench/
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
 #
@@ -40,7 +41,7 @@ TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
          $(if $(wildcard analyzer/main.c),bin/kvanalyze) \
          $(if $(wildcard plots/main.c),bin/kvplot)
 
-.PHONY: all check bench clean deps
+.PHONY: all check bench clean deps demo
 all: $(TOOLS)
 
 $(BUILD)/%.o: %.c
@@ -83,6 +84,9 @@ bench: $(TOOLS) $(BENCHBIN)
 
 deps:
 	bash tools/install-deps.sh
+
+demo: $(TOOLS)
+	bash tools/demo.sh
 
 clean:
 	rm -rf $(BUILD) bin
