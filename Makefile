@@ -42,6 +42,8 @@ TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
          $(if $(wildcard plots/main.c),bin/kvplot)
 
 .PHONY: all check bench clean deps demo
+# keep test and bench objects (no "rm build/tests/..." after the test summary)
+.SECONDARY:
 all: $(TOOLS)
 
 $(BUILD)/%.o: %.c
