@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# kvanalyze vs numpy/h5py on a generated trace (docs/benchmarks.md, "Analyzer").
+#   bash bench/analyze_bench.sh [TRACE.h5]
+# Environment: L, H, KVH, N (default 16, 16, 4, 2048), KV_BENCH_DIR (where the
+# generated trace is cached, default /tmp/kvbench), THREADS (default nproc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+L=${L:-16}; H=${H:-16}; KVH=${KVH:-4}; N=${N:-2048}
+DIR=${KV_BENCH_DIR:-/tmp/kvbench}
+mkdir -p "$DIR"
+TRACE=${1:-$DIR/analyze-${L}x${H}x${N}.h5}
+if [ ! -f "$TRACE" ]; then
+    echo "generating $TRACE"
+    start=$(date +%s)
+    $PY bench/analyze_gen.py "$TRACE" --layers "$L" --heads "$H" --kv-heads "$KVH" --n "$N" >/dev/null
+    echo "generated in $(( $(date +%s) - start )) s"
+fi
+[ -x bin/kvanalyze ] || make bin/kvanalyze
+$PY bench/analyze_compare.py "$TRACE" --threads "${THREADS:-$(nproc)}"

@@ -1,0 +1,83 @@
+"""kvanalyze vs a straightforward numpy/h5py implementation of the same
+computations (tests/analyzer/kvref.py) on one trace: wall times, ratio,
+attention data rate, peak memory, and a check that both agree.
+
+    /usr/bin/python3 bench/analyze_compare.py TRACE.h5 [--threads N] [--skip-numpy]
+"""
+import argparse
+import csv
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "analyzer"))
+import kvref  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trace")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-numpy", action="store_true")
+    a = ap.parse_args()
+    with h5py.File(a.trace, "r") as f:
+        m = f["model"]
+        L, H, KVH = len(m["layers"]), int(m.attrs["n_heads"]), int(m.attrs["n_kv_heads"])
+        pids = list(f["prompts"].keys())
+        N = sum(int(f["prompts"][p].attrs["n_tokens"]) for p in pids)
+        attn_bytes = sum(f["prompts"][p]["attn"].size * 4 for p in pids)
+    size = os.path.getsize(a.trace)
+    print(f"trace: {a.trace}: {L} layers, {H} heads, {KVH} KV heads, {len(pids)} prompt(s), N = {N}, "
+          f"attn {attn_bytes / 2**30:.2f} GiB as float32, file {size / 2**30:.2f} GiB")
+
+    # I/O floor: reading every attn chunk once with h5py, one layer at a time
+    t0 = time.perf_counter()
+    with h5py.File(a.trace, "r") as f:
+        for p in pids:
+            for li in range(L):
+                f["prompts"][p]["attn"][li]
+    t_read = time.perf_counter() - t0
+    print(f"h5py read of all attn (one layer at a time): {t_read:.2f} s")
+
+    out = tempfile.mkdtemp(prefix="kvbench-")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([os.path.join(ROOT, "bin", "kvanalyze"), a.trace, "-o", out, "--force",
+                             "--threads", str(a.threads)], stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
+    t_c = time.perf_counter() - t0
+    if status != 0:
+        sys.exit("kvanalyze failed")
+    rss_c = ru.ru_maxrss / 1024
+    layer_bytes = attn_bytes / len(pids) / L
+    print(f"kvanalyze ({a.threads} threads): {t_c:.2f} s, peak RSS {rss_c:.0f} MiB "
+          f"(one layer's attn = {layer_bytes / 2**20:.0f} MiB), "
+          f"attention rate {attn_bytes / t_c / 2**20:.0f} MiB/s")
+    if a.skip_numpy:
+        shutil.rmtree(out)
+        return
+    t0 = time.perf_counter()
+    ref = kvref.analyze(a.trace)
+    t_np = time.perf_counter() - t0
+    rss_np = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"numpy/h5py: {t_np:.2f} s, peak RSS {rss_np:.0f} MiB, attention rate {attn_bytes / t_np / 2**20:.0f} MiB/s")
+    print(f"speed-up: {t_np / t_c:.1f}x")
+    with open(os.path.join(out, "eviction_loss.csv")) as f:
+        got = list(csv.DictReader(f))
+    worst = max(abs(float(g["actual_l1"]) - r["actual_l1"]) / (1e-9 + abs(r["actual_l1"]))
+                for g, r in zip(got, ref["loss"]))
+    with open(os.path.join(out, "fastgen_heads.csv")) as f:
+        fg = list(csv.DictReader(f))
+    same = sum(g["policy"] == r["policy"] for g, r in zip(fg, ref["fastgen"]))
+    print(f"agreement: actual_l1 worst relative difference {worst:.2e}; policies equal {same}/{len(fg)}")
+    shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
