@@ -40,6 +40,7 @@ static void usage(FILE *f) {
             "               [--maps-dtype f32|f16] [--layers LIST] [--threads N] [--max-tokens N]\n"
             "               [--special-text STR]... [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
+            "                        [--special-text STR]...\n"
             "\n"
             "Runs the model's forward pass on the CPU and writes every head's attention into an HDF5\n"
             "trace (format: docs/trace-format.md).\n"
@@ -198,6 +199,9 @@ typedef struct {
     long tokens_done;
 } trace_ctx;
 
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) { interrupted = sig; }
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -208,6 +212,7 @@ static int want_layer(void *p, int layer) { return ((trace_ctx *)p)->slot_of_lay
 
 static int map_block(void *p, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err) {
     trace_ctx *t = p;
+    if (interrupted) return kv_fail(err, "interrupted by signal %d; no trace written", (int)interrupted);
     return kv_trace_write_map_block(t->w, t->sink_slot, head, row0, rows, probs, n_keys, err);
 }
 
@@ -221,6 +226,7 @@ static kv_map_sink *map_sink(void *p, int layer) {
 
 static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
     trace_ctx *t = p;
+    if (interrupted) return kv_fail(err, "interrupted by signal %d; no trace written", (int)interrupted);
     int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
     for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd] */
         for (int i = 0; i < n; i++)
@@ -308,9 +314,6 @@ done:
     t->values = NULL;
     return rc;
 }
-
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig) { interrupted = sig; }
 
 static int run(const options *o) {
     kv_error err = {{0}};
