@@ -2,6 +2,7 @@
 
 #include <cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@ typedef struct {
     int *head_order, *all_order; /* [KVH*N] */
     uint8_t *keep;   /* [KVH*N] */
     int *counts;     /* [KVH] */
+    double t_read, t_fastgen, t_adakv, t_conc; /* seconds, for --timings */
 } kv_run;
 
 static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
@@ -265,19 +267,22 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     if (p->has_attn) R->agg.n_rows_all++;
     else R->agg.n_rows_window++;
     for (int li = 0; !rc && li < t->L; li++) {
+        double t0 = omp_get_wtime();
         if (kv_prompt_read_colsum(p, li, R->colsum, err) || kv_prompt_read_window(p, li, R->win, err) ||
-            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err)) {
+            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err) ||
+            (p->has_attn && kv_prompt_read_attn(p, li, 0, H, maps, err))) {
             rc = -1;
             break;
         }
-        if (p->has_attn) {
-            if (kv_prompt_read_attn(p, li, 0, H, maps, err) ||
-                fastgen_layer(R, p, li, 1, maps, 0, N, err))
-                rc = -1;
-        } else if (fastgen_layer(R, p, li, 0, R->win, N - Wp, Wp, err))
-            rc = -1;
+        double t1 = omp_get_wtime();
+        if (p->has_attn) rc = fastgen_layer(R, p, li, 1, maps, 0, N, err);
+        else rc = fastgen_layer(R, p, li, 0, R->win, N - Wp, Wp, err);
+        double t2 = omp_get_wtime();
         if (!rc) rc = adakv_layer(R, p, li, err);
+        double t3 = omp_get_wtime();
         if (!rc) concentration_layer(R, p, li);
+        double t4 = omp_get_wtime();
+        R->t_read += t1 - t0, R->t_fastgen += t2 - t1, R->t_adakv += t3 - t2, R->t_conc += t4 - t3;
     }
     free(maps);
     free(win);
@@ -562,6 +567,9 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
     }
     if (kv_outset_commit(&R.out, err)) goto done;
     print_summary(&R, summary, kept_total, nids);
+    if (o->timings)
+        fprintf(stderr, "kvanalyze: timings: read %.2f s, fastgen %.2f s, adakv %.2f s, concentration %.2f s\n",
+                R.t_read, R.t_fastgen, R.t_adakv, R.t_conc);
     rc = 0;
 done:
     free(kept_total);

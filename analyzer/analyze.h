@@ -27,6 +27,7 @@ typedef struct {
     char **prompts; /* selected ids, NULL = all */
     int n_prompts;
     int force;
+    int timings; /* print per-phase wall times to stderr */
 } kv_analyze_opts;
 
 /* Runs the whole analysis; prints the summary table to summary. Returns -1

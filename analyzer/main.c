@@ -42,6 +42,7 @@ static void usage(FILE *fp) {
             "Input and run:\n"
             "      --prompts ID,...    only these prompts (default all)\n"
             "      --threads N         worker threads (default: all cores)\n"
+            "      --timings           print read/compute wall times to stderr\n"
             "  -h, --help              this help\n"
             "  -V, --version           print the version\n");
 }
@@ -101,7 +102,7 @@ int main(int argc, char **argv) {
     char *parts[KV_MAX_LIST];
 
     enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
-           O_PROMPTS, O_THREADS, O_FORCE };
+           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS };
     static const struct option lo[] = {
         {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
         {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
@@ -111,7 +112,7 @@ int main(int argc, char **argv) {
         {"pool", required_argument, 0, O_POOL},  {"kernel", required_argument, 0, O_KERNEL},
         {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", no_argument, 0, O_PYR},
         {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
-        {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE},
+        {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -195,6 +196,7 @@ int main(int argc, char **argv) {
                 return fail("--threads: '%s' is not a positive integer", optarg);
             break;
         case O_FORCE: o.force = 1; break;
+        case O_TIMINGS: o.timings = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kvanalyze %s (trace format %d)\n", KVANALYZE_VERSION, KV_TRACE_FORMAT_VERSION); return 0;
         case ':': return fail("option %s needs a value (see --help)", argv[optind - 1]);

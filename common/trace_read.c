@@ -1,5 +1,6 @@
 #include "common/trace_read.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +385,149 @@ int kv_trace_read_wo(const kv_trace *t, int li, float *out, kv_error *err) {
     return rc;
 }
 
+
+/* ------------------------------------------------------ fast attn reads */
+
+typedef int (*kv_uncompress_fn)(unsigned char *dst, unsigned long *dst_len, const unsigned char *src,
+                                unsigned long src_len);
+
+static kv_uncompress_fn zlib_uncompress(void) {
+    static int tried;
+    static kv_uncompress_fn fn;
+    if (!tried) {
+        tried = 1;
+        void *sym = dlsym(RTLD_DEFAULT, "uncompress");
+        memcpy(&fn, &sym, sizeof fn);
+    }
+    return fn;
+}
+
+static void detect_fast_attn(kv_prompt *p) {
+    p->attn_fast = 0;
+    p->attn_shuffle_idx = p->attn_deflate_idx = -1;
+    const char *plain = getenv("KV_READ_PLAIN");
+    if (plain && *plain && strcmp(plain, "0")) return;
+    hid_t ft = H5Dget_type(p->d_attn);
+    int f32 = H5Tequal(ft, H5T_IEEE_F32LE) > 0;
+    H5Tclose(ft);
+    const unsigned one = 1;
+    if (!f32 || *(const unsigned char *)&one != 1) return; /* needs a little-endian host */
+    hid_t dcpl = H5Dget_create_plist(p->d_attn);
+    int ok = 0;
+    hsize_t cd[4];
+    if (H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 4, cd) == 4 && cd[0] == 1 && cd[1] == 1 &&
+        cd[3] == (hsize_t)p->n_tokens && cd[2] >= 1) {
+        ok = 1;
+        int nf = H5Pget_nfilters(dcpl);
+        for (int k = 0; ok && k < nf; k++) {
+            unsigned flags, vals[8];
+            size_t nv = 8;
+            char name[64];
+            H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)k, &flags, &nv, vals, sizeof name, name, NULL);
+            if (id == H5Z_FILTER_SHUFFLE && p->attn_shuffle_idx < 0 && p->attn_deflate_idx < 0)
+                p->attn_shuffle_idx = k;
+            else if (id == H5Z_FILTER_DEFLATE && p->attn_deflate_idx < 0)
+                p->attn_deflate_idx = k;
+            else
+                ok = 0;
+        }
+        if (p->attn_deflate_idx >= 0 && !zlib_uncompress()) ok = 0;
+        p->attn_chunk_rows = (int)cd[2];
+    }
+    H5Pclose(dcpl);
+    p->attn_fast = ok;
+}
+
+/* Reads heads [h0, h0+nh) of layer li chunk by chunk; the chunks of one head
+ * are read serially and decompressed in parallel. */
+static int read_attn_fast(const kv_prompt *p, int li, int h0, int nh, float *out, const char *where,
+                          kv_error *err) {
+    size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
+    int nchunk = (int)((N + cr - 1) / cr);
+    size_t chunk_bytes = cr * N * sizeof(float);
+    unsigned char **raw = calloc((size_t)nchunk, sizeof *raw);
+    hsize_t *len = calloc((size_t)nchunk, sizeof *len);
+    uint32_t *mask = calloc((size_t)nchunk, sizeof *mask);
+    int rc = (raw && len && mask) ? 0 : kv_fail(err, "out of memory");
+    kv_uncompress_fn unz = zlib_uncompress();
+    for (int h = h0; !rc && h < h0 + nh; h++) {
+        for (int c = 0; !rc && c < nchunk; c++) {
+            hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
+            len[c] = 0;
+            if (H5Dget_chunk_storage_size(p->d_attn, off, &len[c]) < 0) len[c] = 0;
+            free(raw[c]);
+            raw[c] = NULL;
+            if (len[c] == 0) continue; /* unallocated: fill value 0 */
+            raw[c] = malloc(len[c]);
+            if (!raw[c]) rc = kv_fail(err, "out of memory");
+            else if (H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &mask[c], raw[c]) < 0)
+                rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
+        }
+        if (rc) break;
+        int bad = 0;
+        float *dst_head = out + (size_t)(h - h0) * N * N;
+#pragma omp parallel
+        {
+            unsigned char *tmp = malloc(chunk_bytes);
+            if (!tmp) {
+#pragma omp atomic write
+                bad = 1;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int c = 0; c < nchunk; c++) {
+                if (!tmp) continue;
+                size_t rows = N - (size_t)c * cr < cr ? N - (size_t)c * cr : cr;
+                unsigned char *dst = (unsigned char *)(dst_head + (size_t)c * cr * N);
+                size_t valid = rows * N * sizeof(float);
+                if (len[c] == 0) {
+                    memset(dst, 0, valid);
+                    continue;
+                }
+                const unsigned char *src = raw[c];
+                unsigned long n = (unsigned long)len[c];
+                if (p->attn_deflate_idx >= 0 && !(mask[c] & (1u << p->attn_deflate_idx))) {
+                    unsigned long dl = (unsigned long)chunk_bytes;
+                    if (unz(tmp, &dl, src, n) != 0 || dl != chunk_bytes) {
+#pragma omp atomic write
+                        bad = 1;
+                        continue;
+                    }
+                    src = tmp;
+                    n = dl;
+                }
+                if (n != chunk_bytes) {
+#pragma omp atomic write
+                    bad = 1;
+                    continue;
+                }
+                if (p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx))) {
+                    size_t ne = cr * N, nv = rows * N;
+                    for (size_t i = 0; i < nv; i++) {
+                        dst[4 * i + 0] = src[i];
+                        dst[4 * i + 1] = src[ne + i];
+                        dst[4 * i + 2] = src[2 * ne + i];
+                        dst[4 * i + 3] = src[3 * ne + i];
+                    }
+                } else {
+                    memcpy(dst, src, valid);
+                }
+            }
+            free(tmp);
+        }
+        if (bad) rc = kv_fail(err, "%s: dataset 'attn' has a corrupt chunk (layer %d, head %d)", where, li, h);
+    }
+    for (int c = 0; raw && c < nchunk; c++) free(raw[c]);
+    free(raw);
+    free(len);
+    free(mask);
+    if (rc) return rc;
+    size_t n = (size_t)nh * N * N;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return kv_fail(err, "%s: dataset 'attn' has a non-finite value (NaN or Inf) in traced layer %d", where, li);
+    return 0;
+}
+
 /* --------------------------------------------------------------- prompt */
 
 void kv_prompt_close(kv_prompt *p) {
@@ -458,6 +602,7 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err) {
         long long da[4] = {L, H, N, N};
         if ((p->d_attn = open_dataset(p->group, "attn", where, H5T_FLOAT, 4, da, err)) < 0) goto fail;
         p->has_attn = 1;
+        detect_fast_attn(p);
     } else if (t->full_maps) {
         kv_fail(err, "%s: missing dataset 'attn' (the file says full_maps = 1)", where);
         goto fail;
@@ -481,6 +626,7 @@ int kv_prompt_read_attn(const kv_prompt *p, int li, int h0, int nh, float *out, 
     char where[1200];
     pwhere(p, where, sizeof where);
     if (!p->has_attn) return kv_fail(err, "%s: no dataset 'attn' (traced without --full-maps)", where);
+    if (p->attn_fast) return read_attn_fast(p, li, h0, nh, out, where, err);
     hsize_t N = (hsize_t)p->n_tokens;
     hsize_t start[4] = {(hsize_t)li, (hsize_t)h0, 0, 0}, count[4] = {1, (hsize_t)nh, N, N};
     return read_slab(p->d_attn, 4, start, count, out, where, "attn", err);

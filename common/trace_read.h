@@ -55,6 +55,11 @@ typedef struct {
     uint8_t *flags;        /* [N] token flags (KV_FLAG_*) */
     hid_t group;
     hid_t d_attn, d_colsum, d_window, d_values; /* -1 when absent */
+    /* fast path for attn: raw chunks [1, 1, rows, N] decompressed on threads */
+    int attn_fast;         /* 1 when usable (float32 LE, shuffle and/or deflate only) */
+    int attn_chunk_rows;
+    int attn_shuffle_idx;  /* filter index of shuffle in the pipeline, -1 none */
+    int attn_deflate_idx;  /* filter index of deflate, -1 none */
 } kv_prompt;
 
 /* Opens and validates a trace (format, format_version, /model, /prompts).
@@ -73,7 +78,12 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err);
 void kv_prompt_close(kv_prompt *p);
 
 /* Per-layer reads; li is the traced-layer position (0..L-1).
- *   attn:    heads [h0, h0+nh) -> out [nh, N, N]   (float16 converted)
+ *   attn:    heads [h0, h0+nh) -> out [nh, N, N]   (float16 converted).
+ *            When the maps are float32 in chunks of whole rows with only
+ *            shuffle/deflate filters, the raw chunks are read with
+ *            H5Dread_chunk and decompressed on OpenMP threads (zlib's
+ *            uncompress, already loaded by HDF5, found with dlsym); set
+ *            KV_READ_PLAIN=1 in the environment to force plain H5Dread.
  *   window:  out [H, W', N]
  *   colsum:  out [H, N]
  *   values:  out [KVH, N, hd] */

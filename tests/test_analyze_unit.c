@@ -160,6 +160,18 @@ START_TEST(reader_h5py_trace) {
     for (int r = 0; r < 8; r++)
         for (int j = 0; j < 20; j++)
             ck_assert_float_eq(win[(3 * 8 + r) * 20 + j], attn[(1 * 20 + 12 + r) * 20 + j]);
+    /* the threaded raw-chunk path and plain H5Dread give the same floats */
+    ck_assert_int_eq(p->attn_fast, 1);
+    ck_assert_int_eq(p->attn_chunk_rows, 20);
+    setenv("KV_READ_PLAIN", "1", 1);
+    kv_prompt *q = kv_prompt_open(t, "p1", &err);
+    unsetenv("KV_READ_PLAIN");
+    ck_assert_int_eq(q->attn_fast, 0);
+    float *plain = malloc(sizeof(float) * 2 * 20 * 20);
+    ck_assert_int_eq(kv_prompt_read_attn(q, 1, 2, 2, plain, &err), 0);
+    ck_assert_int_eq(memcmp(plain, attn, sizeof(float) * 2 * 20 * 20), 0);
+    free(plain);
+    kv_prompt_close(q);
     char *text = kv_h5_read_string_attr(p->group, "text", "p1", &err);
     ck_assert_str_eq(text, "synthetic prompt \xe2\x9c\x93");
     free(text);
