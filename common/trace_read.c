@@ -1,6 +1,9 @@
 #include "common/trace_read.h"
 
 #include <dlfcn.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,93 +441,131 @@ static void detect_fast_attn(kv_prompt *p) {
     p->attn_fast = ok;
 }
 
-/* Reads heads [h0, h0+nh) of layer li chunk by chunk; the chunks of one head
- * are read serially and decompressed in parallel. */
+/* Undoes HDF5's shuffle filter for 4-byte elements: planes [4][ne] -> nv
+ * interleaved elements (nv <= ne). */
+static void unshuffle4(unsigned char *dst, const unsigned char *src, size_t ne, size_t nv) {
+    const unsigned char *p0 = src, *p1 = src + ne, *p2 = src + 2 * ne, *p3 = src + 3 * ne;
+    size_t i = 0;
+#ifdef __SSE2__
+    for (; i + 16 <= nv; i += 16) {
+        __m128i b0 = _mm_loadu_si128((const __m128i *)(p0 + i)), b1 = _mm_loadu_si128((const __m128i *)(p1 + i));
+        __m128i b2 = _mm_loadu_si128((const __m128i *)(p2 + i)), b3 = _mm_loadu_si128((const __m128i *)(p3 + i));
+        __m128i t0 = _mm_unpacklo_epi8(b0, b1), t1 = _mm_unpackhi_epi8(b0, b1);
+        __m128i t2 = _mm_unpacklo_epi8(b2, b3), t3 = _mm_unpackhi_epi8(b2, b3);
+        _mm_storeu_si128((__m128i *)(dst + 4 * i), _mm_unpacklo_epi16(t0, t2));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 16), _mm_unpackhi_epi16(t0, t2));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 32), _mm_unpacklo_epi16(t1, t3));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 48), _mm_unpackhi_epi16(t1, t3));
+    }
+#endif
+    for (; i < nv; i++) {
+        dst[4 * i + 0] = p0[i];
+        dst[4 * i + 1] = p1[i];
+        dst[4 * i + 2] = p2[i];
+        dst[4 * i + 3] = p3[i];
+    }
+}
+
+/* Reads heads [h0, h0+nh) of layer li chunk by chunk: one thread reads a
+ * head's raw chunks with H5Dread_chunk (HDF5 is not thread-safe), then all
+ * threads decompress them. Buffers are allocated once per call. */
 static int read_attn_fast(const kv_prompt *p, int li, int h0, int nh, float *out, const char *where,
                           kv_error *err) {
     size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
     int nchunk = (int)((N + cr - 1) / cr);
     size_t chunk_bytes = cr * N * sizeof(float);
-    unsigned char **raw = calloc((size_t)nchunk, sizeof *raw);
     hsize_t *len = calloc((size_t)nchunk, sizeof *len);
+    size_t *pos = calloc((size_t)nchunk, sizeof *pos);
     uint32_t *mask = calloc((size_t)nchunk, sizeof *mask);
-    int rc = (raw && len && mask) ? 0 : kv_fail(err, "out of memory");
+    unsigned char *raw = NULL;
+    size_t raw_cap = 0;
+    if (!len || !pos || !mask) {
+        free(len), free(pos), free(mask);
+        return kv_fail(err, "out of memory");
+    }
     kv_uncompress_fn unz = zlib_uncompress();
-    for (int h = h0; !rc && h < h0 + nh; h++) {
-        for (int c = 0; !rc && c < nchunk; c++) {
-            hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
-            len[c] = 0;
-            if (H5Dget_chunk_storage_size(p->d_attn, off, &len[c]) < 0) len[c] = 0;
-            free(raw[c]);
-            raw[c] = NULL;
-            if (len[c] == 0) continue; /* unallocated: fill value 0 */
-            raw[c] = malloc(len[c]);
-            if (!raw[c]) rc = kv_fail(err, "out of memory");
-            else if (H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &mask[c], raw[c]) < 0)
-                rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
-        }
-        if (rc) break;
-        int bad = 0;
-        float *dst_head = out + (size_t)(h - h0) * N * N;
+    int rc = 0, bad = 0, bad_head = -1;
 #pragma omp parallel
-        {
-            unsigned char *tmp = malloc(chunk_bytes);
-            if (!tmp) {
+    {
+        unsigned char *tmp = malloc(chunk_bytes);
+        if (!tmp) {
 #pragma omp atomic write
-                bad = 1;
-            }
+            bad = 1;
+        }
+        for (int h = h0; h < h0 + nh; h++) {
+#pragma omp barrier
+#pragma omp single
+            {
+                size_t total = 0;
+                for (int c = 0; !rc && !bad && c < nchunk; c++) {
+                    hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
+                    if (H5Dget_chunk_storage_size(p->d_attn, off, &len[c]) < 0) len[c] = 0;
+                    pos[c] = total;
+                    total += len[c];
+                }
+                if (total > raw_cap) {
+                    free(raw);
+                    raw = malloc(total);
+                    raw_cap = raw ? total : 0;
+                    if (!raw) rc = kv_fail(err, "out of memory");
+                }
+                for (int c = 0; !rc && !bad && c < nchunk; c++) {
+                    hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
+                    if (len[c] && H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &mask[c], raw + pos[c]) < 0)
+                        rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
+                }
+            } /* implicit barrier */
+            if (rc || bad) continue;
+            float *dst_head = out + (size_t)(h - h0) * N * N;
 #pragma omp for schedule(dynamic, 1)
             for (int c = 0; c < nchunk; c++) {
                 if (!tmp) continue;
                 size_t rows = N - (size_t)c * cr < cr ? N - (size_t)c * cr : cr;
                 unsigned char *dst = (unsigned char *)(dst_head + (size_t)c * cr * N);
                 size_t valid = rows * N * sizeof(float);
-                if (len[c] == 0) {
+                if (len[c] == 0) { /* unallocated chunk: fill value 0 */
                     memset(dst, 0, valid);
                     continue;
                 }
-                const unsigned char *src = raw[c];
+                const unsigned char *src = raw + pos[c];
                 unsigned long n = (unsigned long)len[c];
                 if (p->attn_deflate_idx >= 0 && !(mask[c] & (1u << p->attn_deflate_idx))) {
                     unsigned long dl = (unsigned long)chunk_bytes;
                     if (unz(tmp, &dl, src, n) != 0 || dl != chunk_bytes) {
-#pragma omp atomic write
-                        bad = 1;
+#pragma omp critical
+                        bad = 1, bad_head = h;
                         continue;
                     }
                     src = tmp;
                     n = dl;
                 }
                 if (n != chunk_bytes) {
-#pragma omp atomic write
-                    bad = 1;
+#pragma omp critical
+                    bad = 1, bad_head = h;
                     continue;
                 }
-                if (p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx))) {
-                    size_t ne = cr * N, nv = rows * N;
-                    for (size_t i = 0; i < nv; i++) {
-                        dst[4 * i + 0] = src[i];
-                        dst[4 * i + 1] = src[ne + i];
-                        dst[4 * i + 2] = src[2 * ne + i];
-                        dst[4 * i + 3] = src[3 * ne + i];
-                    }
-                } else {
+                if (p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx)))
+                    unshuffle4(dst, src, cr * N, rows * N);
+                else
                     memcpy(dst, src, valid);
-                }
             }
-            free(tmp);
         }
-        if (bad) rc = kv_fail(err, "%s: dataset 'attn' has a corrupt chunk (layer %d, head %d)", where, li, h);
+        free(tmp);
     }
-    for (int c = 0; raw && c < nchunk; c++) free(raw[c]);
     free(raw);
     free(len);
+    free(pos);
     free(mask);
+    if (!rc && bad)
+        rc = bad_head >= 0 ? kv_fail(err, "%s: dataset 'attn' has a corrupt chunk (traced layer %d, head %d)", where, li, bad_head)
+                           : kv_fail(err, "out of memory");
     if (rc) return rc;
     size_t n = (size_t)nh * N * N;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(out[i]))
-            return kv_fail(err, "%s: dataset 'attn' has a non-finite value (NaN or Inf) in traced layer %d", where, li);
+    int nonfinite = 0;
+#pragma omp parallel for reduction(| : nonfinite)
+    for (size_t i = 0; i < n; i++) nonfinite |= !isfinite(out[i]);
+    if (nonfinite)
+        return kv_fail(err, "%s: dataset 'attn' has a non-finite value (NaN or Inf) in traced layer %d", where, li);
     return 0;
 }
 
