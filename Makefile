@@ -4,6 +4,7 @@
 #   make demo       trace the bundled default model and analyse it (tools/demo.sh)
 #   make bench      run the CPU benchmarks in bench/
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
+#                   (switching between CUDA=0 and CUDA=1 needs a make clean)
 #
 # Layout: every .c file under common/, kernels/, tracer/, analyzer/, plots/
 # except <tool>/main.c goes into build/libkv.a; each tool is its main.c
@@ -33,6 +34,19 @@ endif
 BUILD   := build
 LIBSRC  := $(filter-out %/main.c,$(wildcard common/*.c kernels/*.c tracer/*.c analyzer/*.c plots/*.c))
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
+
+# CUDA backend: built when nvcc is found (CUDA=0 leaves it out). It needs no
+# GPU to build; without one at run time the tools use the CPU.
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA    ?= $(if $(NVCC),1,0)
+ifeq ($(CUDA),1)
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+CFLAGS  += -DKV_HAVE_CUDA
+LIBOBJ  += $(BUILD)/kernels/cuda.o
+LDLIBS  += -Wl$(comma)--as-needed -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++ -Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64
+endif
 TESTSRC := $(wildcard tests/test_*.c)
 TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
 
@@ -49,6 +63,10 @@ all: $(TOOLS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h common/dtype.h common/error.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -I. -Xcompiler -Wall,-Wextra -c $< -o $@
 
 $(BUILD)/libkv.a: $(LIBOBJ)
 	@rm -f $@

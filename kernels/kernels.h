@@ -24,7 +24,9 @@ typedef struct {
 
 /* Receives blocks of attention probabilities (host memory) for full maps.
  * probs [rows, n_keys] covers query rows [row0, row0 + rows) of one head;
- * columns past n_keys are zero. Called in order of head, then row0. */
+ * columns past n_keys are zero. Each (head, block) arrives exactly once; the
+ * order is the backend's (the CPU goes head by head, the GPU block by block
+ * across the heads of a KV group). */
 typedef struct {
     int (*block)(void *ctx, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err);
     void *ctx;
@@ -77,5 +79,12 @@ struct kv_kernels {
 
 /* CPU backend (OpenBLAS). threads <= 0: library default. */
 kv_kernels *kv_kernels_cpu(int threads, kv_error *err);
+/* CUDA backend (cuBLAS) on GPU `device`; an error when there is no GPU or
+ * the build has no CUDA backend. */
+kv_kernels *kv_kernels_cuda(int device, kv_error *err);
+int kv_cuda_built(void);
+int kv_cuda_device_count(void);
+/* "cpu", "cuda" or "auto" (the GPU when one is present and CUDA was built). */
+kv_kernels *kv_kernels_open(const char *device, int threads, kv_error *err);
 
 #endif

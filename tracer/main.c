@@ -27,6 +27,7 @@ typedef struct {
     int window;
     int maps_f16;
     const char *layers_spec;
+    const char *device;       /* auto, cpu, cuda */
     int threads;
     long max_tokens;          /* 0: the config's max_position_embeddings */
     int force;
@@ -38,11 +39,11 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace --model DIR [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--layers LIST] [--threads N] [--max-tokens N]\n"
-            "               [--special-text STR]... [--force]\n"
+            "               [--special-text STR]... [--device auto|cpu|cuda] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
             "\n"
-            "Runs the model's forward pass on the CPU and writes every head's attention into an HDF5\n"
+            "Runs the model's forward pass (CPU or NVIDIA GPU) and writes every head's attention into an HDF5\n"
             "trace (format: docs/trace-format.md).\n"
             "\n"
             "  --model DIR         Hugging Face checkpoint: config.json, model.safetensors (or a sharded\n"
@@ -54,6 +55,7 @@ static void usage(FILE *f) {
             "  --window W          attention rows kept from the end of each prompt (default 64)\n"
             "  --maps-dtype T      f32 (default) or f16 for the full maps\n"
             "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
+            "  --device D          auto (default: the GPU when there is one and CUDA was built), cpu or cuda\n"
             "  --threads N         CPU threads (default: all cores)\n"
             "  --max-tokens N      longest prompt accepted (default: max_position_embeddings); longer\n"
             "                      prompts are an error, never truncated\n"
@@ -114,9 +116,10 @@ static int parse_options(int argc, char **argv, options *o) {
         {"layers", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
         {"max-tokens", required_argument, 0, 'n'}, {"special-text", required_argument, 0, 's'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
+        {"device", required_argument, 0, 'D'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0},
     };
-    *o = (options){.out_path = "trace.h5", .window = 64};
+    *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto"};
     long v;
     int c;
     opterr = 0;
@@ -128,6 +131,13 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'F': o->full_maps = 1; break;
         case 'f': o->force = 1; break;
         case 'l': o->layers_spec = optarg; break;
+        case 'D':
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "kvtrace: --device '%s': expected auto, cpu or cuda\n", optarg);
+                return 2;
+            }
+            o->device = optarg;
+            break;
         case 'w':
             if (parse_int(optarg, 1, 1 << 24, &v)) {
                 fprintf(stderr, "kvtrace: --window '%s': expected a positive integer\n", optarg);
@@ -332,7 +342,7 @@ static int run(const options *o) {
         fprintf(stderr, "kvtrace: %s: already exists (use --force to overwrite)\n", o->out_path);
         return 1;
     }
-    if (!(k = kv_kernels_cpu(o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    if (!(k = kv_kernels_open(o->device, o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
     const kv_config *c = &m.cfg;
     if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail;
     if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;

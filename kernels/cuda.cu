@@ -1,0 +1,447 @@
+/* CUDA backend: cuBLAS for every product, small kernels for the rest.
+ * Weights stay in their checkpoint dtype on the device (F32, F16, BF16);
+ * activations are float32. Products with 16-bit weights convert the
+ * activations to the weight's type and accumulate in float32
+ * (cublasGemmEx, CUBLAS_COMPUTE_32F), as PyTorch does for such models;
+ * float32 weights use plain SGEMM with TF32 off, so that F32 checkpoints
+ * match the CPU backend to 1e-4.
+ *
+ * Every kernel here has its CPU counterpart in kernels/cpu.c and is held to
+ * the same double-precision references in tests/kernel_checks.h. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "common/dtype.h"
+#include "kernels/kernels.h"
+}
+
+/* Query rows per attention block on the GPU: the working set is
+ * ATTN_BLOCK × N floats per query head of one KV group. */
+#define ATTN_BLOCK 256
+
+typedef struct {
+    int device;
+    cublasHandle_t blas;
+    void *act16;        /* scratch: activations converted to 16-bit for GemmEx */
+    size_t act16_bytes;
+    float *scores;      /* scratch: [rep, ATTN_BLOCK, N] probabilities */
+    size_t scores_bytes;
+    float *host_block;  /* pinned: one head's block for the full-maps sink */
+    size_t host_bytes;
+    int32_t *tokens;    /* scratch: token ids */
+    size_t tokens_bytes;
+} cuda_impl;
+
+#define CU(call, what)                                                                                     \
+    do {                                                                                                   \
+        cudaError_t e_ = (call);                                                                           \
+        if (e_ != cudaSuccess) return kv_fail(err, "CUDA %s: %s", what, cudaGetErrorString(e_));           \
+    } while (0)
+#define CB(call, what)                                                                                     \
+    do {                                                                                                   \
+        cublasStatus_t s_ = (call);                                                                        \
+        if (s_ != CUBLAS_STATUS_SUCCESS) return kv_fail(err, "cuBLAS %s failed (status %d)", what, (int)s_); \
+    } while (0)
+#define LAUNCHED(what) CU(cudaGetLastError(), what)
+
+static unsigned grid_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
+
+/* Grows a device scratch buffer to at least bytes. */
+static int grow(void **buf, size_t *have, size_t bytes, kv_error *err) {
+    if (*have >= bytes) return 0;
+    if (*buf) cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
+    CU(cudaMalloc(buf, bytes), "allocating scratch memory");
+    *have = bytes;
+    return 0;
+}
+
+/* ---- memory ------------------------------------------------------------ */
+
+static void *cu_alloc(kv_kernels *k, size_t bytes, kv_error *err) {
+    (void)k;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 64);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        kv_fail(err, "CUDA: cannot allocate %zu MB on the GPU (%zu MB free of %zu MB): %s", bytes >> 20, free_b >> 20,
+                total_b >> 20, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(kv_kernels *k, void *p) {
+    (void)k;
+    cudaFree(p);
+}
+
+static int cu_upload(kv_kernels *k, void *dst, const void *src, size_t bytes, kv_error *err) {
+    (void)k;
+    CU(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "upload");
+    return 0;
+}
+
+static int cu_download(kv_kernels *k, void *dst, const void *src, size_t bytes, kv_error *err) {
+    (void)k;
+    CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "download");
+    return 0;
+}
+
+static int cu_upload_weight(kv_kernels *k, kv_weight *w, const void *host, int dtype, int rows, int cols,
+                            kv_error *err) {
+    if (dtype != KV_F32 && dtype != KV_F16 && dtype != KV_BF16)
+        return kv_fail(err, "CUDA: weights must be F32, F16 or BF16, not %s", kv_dtype_name((kv_dtype)dtype));
+    size_t bytes = (size_t)rows * cols * kv_dtype_size((kv_dtype)dtype);
+    void *d = cu_alloc(k, bytes, err);
+    if (!d) return -1;
+    if (cu_upload(k, d, host, bytes, err)) {
+        cudaFree(d);
+        return -1;
+    }
+    w->data = d;
+    w->dtype = dtype;
+    w->rows = rows;
+    w->cols = cols;
+    return 0;
+}
+
+/* ---- element-wise kernels ---------------------------------------------- */
+
+__device__ static inline float load_as_f32(const void *p, size_t i, int dtype) {
+    if (dtype == KV_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dtype == KV_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__global__ static void embed_kernel(float *x, const void *table, int dtype, const int32_t *tokens, int n, int dim) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * dim) return;
+    size_t i = idx / dim, j = idx % dim;
+    x[idx] = load_as_f32(table, (size_t)tokens[i] * dim + j, dtype);
+}
+
+static int cu_embed(kv_kernels *k, float *x, const kv_weight *table, const int32_t *tokens, int n, kv_error *err) {
+    cuda_impl *im = (cuda_impl *)k->impl;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= table->rows)
+            return kv_fail(err, "token id %d at position %d is outside the embedding table (%d rows)", tokens[i], i,
+                           table->rows);
+    if (grow((void **)&im->tokens, &im->tokens_bytes, (size_t)n * sizeof(int32_t), err)) return -1;
+    CU(cudaMemcpy(im->tokens, tokens, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice), "upload tokens");
+    size_t total = (size_t)n * table->cols;
+    embed_kernel<<<grid_for(total, 256), 256>>>(x, table->data, table->dtype, im->tokens, n, table->cols);
+    LAUNCHED("embed");
+    return 0;
+}
+
+__global__ static void to_bf16_kernel(__nv_bfloat16 *y, const float *x, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ static void to_f16_kernel(__half *y, const float *x, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2half_rn(x[i]);
+}
+
+__global__ static void add_bias_kernel(float *y, const float *bias, int n, int out) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < (size_t)n * out) y[idx] += bias[idx % out];
+}
+
+/* y[n, out] = x[n, in] · Wᵀ (+ bias). Row-major y is column-major yᵀ = W·xᵀ
+ * with W read transposed (it is row-major [out, in]). */
+static int cu_matmul(kv_kernels *k, float *y, const float *x, const kv_weight *w, const float *bias, int n,
+                     kv_error *err) {
+    cuda_impl *im = (cuda_impl *)k->impl;
+    int out = w->rows, in = w->cols;
+    const float one = 1.0f, zero = 0.0f;
+    if (w->dtype == KV_F32) {
+        CB(cublasSgemm(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, (const float *)w->data, in, x, in, &zero,
+                       y, out),
+           "sgemm");
+    } else {
+        size_t count = (size_t)n * in;
+        if (grow(&im->act16, &im->act16_bytes, count * 2, err)) return -1;
+        cudaDataType_t t16;
+        if (w->dtype == KV_BF16) {
+            to_bf16_kernel<<<grid_for(count, 256), 256>>>((__nv_bfloat16 *)im->act16, x, count);
+            t16 = CUDA_R_16BF;
+        } else {
+            to_f16_kernel<<<grid_for(count, 256), 256>>>((__half *)im->act16, x, count);
+            t16 = CUDA_R_16F;
+        }
+        LAUNCHED("activation conversion");
+        CB(cublasGemmEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, w->data, t16, in, im->act16, t16, in,
+                        &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+           "GemmEx");
+    }
+    if (bias) {
+        add_bias_kernel<<<grid_for((size_t)n * out, 256), 256>>>(y, bias, n, out);
+        LAUNCHED("bias");
+    }
+    return 0;
+}
+
+/* one block per row: sum of squares by a shared-memory reduction */
+__global__ static void rmsnorm_kernel(float *y, const float *x, const float *w, int dim, float eps) {
+    __shared__ float partial[256];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *yr = y + (size_t)blockIdx.x * dim;
+    float ss = 0;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += xr[j] * xr[j];
+    partial[threadIdx.x] = ss;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = rsqrtf(partial[0] / dim + eps);
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) yr[j] = xr[j] * r * w[j];
+}
+
+static int cu_rmsnorm(kv_kernels *k, float *y, const float *x, const float *w, int n, int dim, float eps,
+                      kv_error *err) {
+    (void)k;
+    rmsnorm_kernel<<<n, 256>>>(y, x, w, dim, eps);
+    LAUNCHED("rmsnorm");
+    return 0;
+}
+
+__global__ static void rope_kernel(float *x, int n, int heads, int hd, const float *cos, const float *sin) {
+    int half = hd / 2;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * heads * half) return;
+    size_t j = idx % half, h = (idx / half) % heads, i = idx / ((size_t)half * heads);
+    float *v = x + (i * heads + h) * hd;
+    float c = cos[i * half + j], s = sin[i * half + j], a = v[j], b = v[j + half];
+    v[j] = a * c - b * s;
+    v[j + half] = b * c + a * s;
+}
+
+static int cu_rope(kv_kernels *k, float *x, int n, int n_heads, int hd, const float *cos, const float *sin,
+                   kv_error *err) {
+    (void)k;
+    size_t total = (size_t)n * n_heads * (hd / 2);
+    rope_kernel<<<grid_for(total, 256), 256>>>(x, n, n_heads, hd, cos, sin);
+    LAUNCHED("rope");
+    return 0;
+}
+
+__global__ static void swiglu_kernel(float *gate, const float *up, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static int cu_swiglu(kv_kernels *k, float *gate, const float *up, size_t n, kv_error *err) {
+    (void)k;
+    swiglu_kernel<<<grid_for(n, 256), 256>>>(gate, up, n);
+    LAUNCHED("swiglu");
+    return 0;
+}
+
+__global__ static void add_kernel(float *x, const float *y, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+static int cu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *err) {
+    (void)k;
+    add_kernel<<<grid_for(n, 256), 256>>>(x, y, n);
+    LAUNCHED("add");
+    return 0;
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+/* Softmax of one row of scores in place. grid (rows, heads of the group).
+ * p: [rep, rows, nk]; row r is query r0 + r, visible keys [lo, i]; every
+ * other column of [0, nk) is set to zero. */
+__global__ static void softmax_rows_kernel(float *p, int rows, int nk, int r0, int sw) {
+    __shared__ float red[256];
+    int r = blockIdx.x, i = r0 + r;
+    float *pr = p + ((size_t)blockIdx.y * rows + r) * nk;
+    int lo = sw > 0 && i - sw + 1 > 0 ? i - sw + 1 : 0;
+    float m = -INFINITY;
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, pr[j]);
+    red[threadIdx.x] = m;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
+        __syncthreads();
+    }
+    m = red[0];
+    __syncthreads();
+    float sum = 0;
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) {
+        float e = expf(pr[j] - m);
+        pr[j] = e;
+        sum += e;
+    }
+    red[threadIdx.x] = sum;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    float inv = 1.0f / red[0];
+    for (int j = threadIdx.x; j < nk; j += blockDim.x) pr[j] = (j >= lo && j <= i) ? pr[j] * inv : 0.0f;
+}
+
+/* colsum[h0 + b, j] += Σ_r p[b, r, j]: one thread per (b, j), coalesced over j. */
+__global__ static void colsum_kernel(float *colsum, const float *p, int rows, int nk, int n, int h0) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (j >= nk) return;
+    const float *pb = p + (size_t)b * rows * nk;
+    float s = 0;
+    for (int r = 0; r < rows; r++) s += pb[(size_t)r * nk + j];
+    colsum[(size_t)(h0 + b) * n + j] += s;
+}
+
+/* window[h0 + b, i - first, :] = row i of the block, zero past nk */
+__global__ static void window_kernel(float *window, const float *p, int rows, int nk, int n, int r0, int first,
+                                     int wrows, int h0) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y, b = blockIdx.z, i = r0 + r;
+    if (j >= n || i < first) return;
+    float v = j < nk ? p[((size_t)b * rows + r) * nk + j] : 0.0f;
+    window[((size_t)(h0 + b) * wrows + (i - first)) * n + j] = v;
+}
+
+static int cu_attention(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n,
+                        int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_capture *cap, kv_error *err) {
+    cuda_impl *im = (cuda_impl *)k->impl;
+    int rep = n_heads / n_kv_heads, qd = n_heads * hd, kvd = n_kv_heads * hd;
+    int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
+    float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+    if (grow((void **)&im->scores, &im->scores_bytes, (size_t)rep * blk * n * sizeof(float), err)) return -1;
+    if (cap && cap->maps && im->host_bytes < (size_t)blk * n * sizeof(float)) {
+        if (im->host_block) cudaFreeHost(im->host_block);
+        im->host_block = NULL;
+        im->host_bytes = 0;
+        CU(cudaMallocHost((void **)&im->host_block, (size_t)blk * n * sizeof(float)), "pinned buffer");
+        im->host_bytes = (size_t)blk * n * sizeof(float);
+    }
+    if (cap && cap->colsum) CU(cudaMemset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float)), "memset");
+    float *p = im->scores;
+    /* heads of one KV group share K and V: batch them (stride 0 on K, V) */
+    for (int g = 0; g < n_kv_heads; g++) {
+        int h0 = g * rep;
+        /* full maps reach the sink head by head, so walk blocks inside heads then */
+        for (int r0 = 0; r0 < n; r0 += blk) {
+            int r1 = r0 + blk < n ? r0 + blk : n, rows = r1 - r0, nk = r1;
+            int k0 = sw > 0 && r0 - sw + 1 > 0 ? r0 - sw + 1 : 0;
+            /* scoresᵀ [nk - k0, rows] = K[k0:r1] · Q_blkᵀ, per head of the group */
+            CB(cublasSgemmStridedBatched(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, nk - k0, rows, hd, &scale,
+                                         kk + (size_t)k0 * kvd + g * hd, kvd, 0, q + (size_t)r0 * qd + h0 * hd, qd,
+                                         hd, &zero, p + k0, nk, (long long)rows * nk, rep),
+               "attention scores");
+            dim3 sgrid(rows, rep);
+            softmax_rows_kernel<<<sgrid, 256>>>(p, rows, nk, r0, sw);
+            LAUNCHED("softmax");
+            if (cap && cap->colsum) {
+                dim3 cgrid(grid_for(nk, 256), rep);
+                colsum_kernel<<<cgrid, 256>>>(cap->colsum, p, rows, nk, n, h0);
+                LAUNCHED("colsum");
+            }
+            if (cap && cap->window && r1 > n - cap->window_rows) {
+                dim3 wgrid(grid_for(n, 256), rows, rep);
+                window_kernel<<<wgrid, 256>>>(cap->window, p, rows, nk, n, r0, n - cap->window_rows,
+                                              cap->window_rows, h0);
+                LAUNCHED("window");
+            }
+            /* out_blkᵀ [hd, rows] = V[k0:r1]ᵀ · Pᵀ, per head of the group */
+            CB(cublasSgemmStridedBatched(im->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, rows, nk - k0, &one,
+                                         v + (size_t)k0 * kvd + g * hd, kvd, 0, p + k0, nk, (long long)rows * nk,
+                                         &zero, out + (size_t)r0 * qd + h0 * hd, qd, hd, rep),
+               "attention output");
+            if (cap && cap->maps)
+                for (int b = 0; b < rep; b++) {
+                    CU(cudaMemcpy(im->host_block, p + (size_t)b * rows * nk, (size_t)rows * nk * sizeof(float),
+                                  cudaMemcpyDeviceToHost),
+                       "copying a map block");
+                    /* the sink wants head-major order; blocks of one head are
+                     * produced in order, heads of the group interleave, so the
+                     * sink receives (head, row0) pairs it must accept in any
+                     * order within a group (the trace writer does). */
+                    if (cap->maps->block(cap->maps->ctx, h0 + b, r0, rows, im->host_block, nk, err)) return -1;
+                }
+        }
+    }
+    CU(cudaDeviceSynchronize(), "attention");
+    return 0;
+}
+
+static void cu_destroy(kv_kernels *k) {
+    if (!k) return;
+    cuda_impl *im = (cuda_impl *)k->impl;
+    if (im) {
+        if (im->blas) cublasDestroy(im->blas);
+        cudaFree(im->act16);
+        cudaFree(im->scores);
+        cudaFree(im->tokens);
+        if (im->host_block) cudaFreeHost(im->host_block);
+        free(im);
+    }
+    free(k);
+}
+
+extern "C" int kv_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
+    return n;
+}
+
+extern "C" kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
+    int count = kv_cuda_device_count();
+    if (count == 0) {
+        kv_fail(err, "CUDA: no GPU found");
+        return NULL;
+    }
+    if (device < 0 || device >= count) {
+        kv_fail(err, "CUDA: no GPU %d (found %d)", device, count);
+        return NULL;
+    }
+    if (cudaSetDevice(device) != cudaSuccess) {
+        kv_fail(err, "CUDA: cannot use GPU %d", device);
+        return NULL;
+    }
+    kv_kernels *k = (kv_kernels *)calloc(1, sizeof *k);
+    cuda_impl *im = (cuda_impl *)calloc(1, sizeof *im);
+    if (!k || !im || cublasCreate(&im->blas) != CUBLAS_STATUS_SUCCESS) {
+        kv_fail(err, "CUDA: cannot initialise cuBLAS");
+        free(k);
+        free(im);
+        return NULL;
+    }
+    /* TF32 stays off: float32 products are true float32 */
+    cublasSetMathMode(im->blas, CUBLAS_DEFAULT_MATH);
+    im->device = device;
+    k->name = "cuda";
+    k->impl = im;
+    k->alloc = cu_alloc;
+    k->free = cu_free;
+    k->upload = cu_upload;
+    k->download = cu_download;
+    k->upload_weight = cu_upload_weight;
+    k->embed = cu_embed;
+    k->matmul = cu_matmul;
+    k->rmsnorm = cu_rmsnorm;
+    k->rope = cu_rope;
+    k->swiglu = cu_swiglu;
+    k->add = cu_add;
+    k->attention = cu_attention;
+    k->destroy = cu_destroy;
+    return k;
+}
