@@ -124,6 +124,20 @@ int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P) {
 
 /* ------------------------------------------------------------------ loss */
 
+/* out[r, :] = sum_h (X_h[r, :] V_g(h)) W_h^O^T for X [H, R, N]: one gemm per KV
+ * head over its G stacked query heads ([G*R, N] x [N, hd]), a transpose into
+ * [R, H*hd] (UH), then one gemm with Wo^T. Result in c->out [R, D]. */
+static void project(kv_loss_ctx *c, const double *X, double *UH) {
+    int H = c->H, R = c->R, N = c->N, hd = c->hd, D = c->D, KVH = c->KVH, G = H / KVH, Hd = H * hd;
+    for (int g = 0; g < KVH; g++)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, G * R, hd, N, 1.0, X + (size_t)g * G * R * N, N,
+                    c->V + (size_t)g * N * hd, hd, 0.0, c->Ustack + (size_t)g * G * R * hd, hd);
+    for (int h = 0; h < H; h++)
+        for (int r = 0; r < R; r++)
+            memcpy(UH + (size_t)r * Hd + (size_t)h * hd, c->Ustack + ((size_t)h * R + r) * hd, (size_t)hd * sizeof *UH);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, Hd, 1.0, UH, Hd, c->Wo, Hd, 0.0, c->out, D);
+}
+
 void kv_loss_ctx_free(kv_loss_ctx *c) {
     free(c->A);
     free(c->V);
@@ -132,6 +146,7 @@ void kv_loss_ctx_free(kv_loss_ctx *c) {
     free(c->y_norm);
     free(c->Y);
     free(c->U);
+    free(c->Ustack);
     free(c->Dm);
     free(c->out);
     free(c->F);
@@ -154,11 +169,12 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
     c->y_norm = kv_calloc((size_t)R, sizeof(double), err);
     c->Y = kv_malloc((size_t)R * Hd * sizeof(double), err);
     c->U = kv_malloc((size_t)R * Hd * sizeof(double), err);
+    c->Ustack = kv_malloc((size_t)H * R * hd * sizeof(double), err);
     c->Dm = kv_malloc((size_t)H * R * N * sizeof(double), err);
     c->out = kv_malloc((size_t)R * D * sizeof(double), err);
     c->F = kv_malloc((size_t)H * R * sizeof(double), err);
     float *M = kv_malloc((size_t)N * D * sizeof(float), err);
-    if (!c->A || !c->V || !c->Wo || !c->C_h || !c->y_norm || !c->Y || !c->U || !c->Dm || !c->out || !c->F || !M) {
+    if (!c->A || !c->V || !c->Wo || !c->C_h || !c->y_norm || !c->Y || !c->U || !c->Ustack || !c->Dm || !c->out || !c->F || !M) {
         free(M);
         kv_loss_ctx_free(c);
         return -1;
@@ -192,10 +208,7 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
     free(M);
 
     /* y = sum_h A_h V_g W_h^O */
-    for (int h = 0; h < H; h++)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, N, 1.0, c->A + (size_t)h * R * N, N,
-                    c->V + (size_t)(h / G) * N * hd, hd, 0.0, c->Y + (size_t)h * hd, Hd);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, Hd, 1.0, c->Y, Hd, c->Wo, Hd, 0.0, c->out, D);
+    project(c, c->A, c->Y);
     for (int r = 0; r < R; r++) {
         double s = 0;
         for (int d = 0; d < D; d++) s += fabs(c->out[(size_t)r * D + d]);
@@ -210,7 +223,7 @@ void kv_loss_eval(kv_loss_ctx *c, const uint8_t *keep, kv_loss *out) {
         out->kept_mass = 1.0;
         return;
     }
-    int H = c->H, R = c->R, N = c->N, P = c->P, hd = c->hd, D = c->D, G = H / c->KVH, Hd = H * hd;
+    int H = c->H, R = c->R, N = c->N, P = c->P, D = c->D, G = H / c->KVH;
     /* D_h = A_h - Ahat_h, Ahat_h = A_h masked to the kept positions / F_h */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int h = 0; h < H; h++)
@@ -226,10 +239,7 @@ void kv_loss_eval(kv_loss_ctx *c, const uint8_t *keep, kv_loss *out) {
             for (int j = 0; j < P; j++) d[j] = k[j] ? a[j] * f : a[j];
             for (int j = P < 0 ? 0 : P; j < N; j++) d[j] = F > 0 ? a[j] * f : a[j];
         }
-    for (int h = 0; h < H; h++)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, N, 1.0, c->Dm + (size_t)h * R * N, N,
-                    c->V + (size_t)(h / G) * N * hd, hd, 0.0, c->U + (size_t)h * hd, Hd);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, Hd, 1.0, c->U, Hd, c->Wo, Hd, 0.0, c->out, D);
+    project(c, c->Dm, c->U);
     for (int r = 0; r < R; r++) {
         double l1 = 0;
         for (int d = 0; d < D; d++) l1 += fabs(c->out[(size_t)r * D + d]);

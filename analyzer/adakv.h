@@ -68,6 +68,7 @@ typedef struct {
     double *y_norm;    /* [R] ||y||_1 */
     double *Y;         /* [R, H*hd] sum_j A_h[i,j] V_g[j] per head */
     double *U;         /* [R, H*hd] scratch */
+    double *Ustack;    /* [H, R, hd] scratch */
     double *Dm;        /* [R, N] scratch */
     double *out;       /* [R, D] scratch */
     double *F;         /* [H, R] scratch */
