@@ -218,8 +218,11 @@ int main(int argc, char **argv) {
     if (prompt_list) {
         int n = split(prompt_list, ids, KV_MAX_LIST);
         if (n <= 0) return fail("--prompts: expected ID[,ID...], got '%s'", prompt_list);
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             if (!kv_prompt_id_valid(ids[i])) return fail("--prompts: '%s' is not a valid prompt id", ids[i]);
+            for (int k = 0; k < i; k++)
+                if (!strcmp(ids[k], ids[i])) return fail("--prompts: '%s' is given twice", ids[i]);
+        }
         o.prompts = ids;
         o.n_prompts = n;
     }

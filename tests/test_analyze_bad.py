@@ -137,6 +137,7 @@ for t in ("0", "1.5", "-0.1", "abc", "0.9,2"):
 expect_error("budget-equals-window", [base, "-o", "OUT", "-b", "64,32"], "must exceed the observation window")
 expect_error("budget-below-window", [base, "-o", "OUT", "-b", "20", "--obs-window", "24"], "must exceed")
 expect_error("unknown-prompt", [base, "-o", "OUT", "--prompts", "p0,zz"], "'zz'")
+expect_error("duplicate-prompt", [base, "-o", "OUT", "--prompts", "p1,p1"], "given twice")
 expect_error("future-too-long", [base, "-o", "OUT", "--eval", "future:40"], "window rows")
 expect_error("bad-eval", [base, "-o", "OUT", "--eval", "later"], "--eval")
 expect_error("bad-kernel", [base, "-o", "OUT", "--kernel", "4"], "--kernel")
