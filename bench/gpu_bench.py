@@ -1,0 +1,192 @@
+"""GPU benchmark and peer check, run on a machine with an NVIDIA GPU, PyTorch
+and transformers (the device machine's python3). Not run by `make bench`.
+
+    KVTRACE=/tmp/kv/bin/kvtrace python3 bench/gpu_bench.py [--sizes 1024,4096,16384,32768] [--out DIR]
+
+1. Peer check: a small random Llama built here by transformers itself
+   (LlamaForCausalLM(config), save_pretrained; nothing downloaded), float32,
+   eager attention with output_attentions=True, against kvtrace --device cuda
+   --full-maps on the same checkpoint and tokens: attention maps within 1e-4.
+2. Speed: a random Llama-3.2-1B-shaped checkpoint in BF16; for each N, the
+   CUDA tracer (colsum + window + values; and with full maps where they fit
+   on disk) against transformers' eager output_attentions=True forward plus
+   writing the same data with h5py. Tokens/s, peak GPU memory, ratio; OOM is
+   reported as such. Per-prompt time for kvtrace is the difference between
+   runs over two prompts and one (so model loading is excluded on both sides).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import numpy as np
+import torch
+import transformers
+
+KVTRACE = os.environ.get("KVTRACE", "bin/kvtrace")
+
+
+def peak_gpu_mib_during(cmd):
+    """Runs cmd, polling nvidia-smi for the GPU's used memory; returns (rc, stderr, peak MiB, seconds)."""
+    peak, stop = [0], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            q = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True).stdout.strip().splitlines()
+            if q:
+                peak[0] = max(peak[0], int(q[0]))
+            time.sleep(0.05)
+
+    base = int(subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True).stdout.split()[0])
+    t = threading.Thread(target=poll)
+    t.start()
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    stop.set()
+    t.join()
+    return r.returncode, r.stderr, peak[0] - base, dt
+
+
+def make_model(path, dtype, **cfg):
+    config = transformers.LlamaConfig(**cfg)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(path)
+    return model
+
+
+def peer_check(out):
+    path = os.path.join(out, "peer-f32")
+    model = make_model(path, torch.float32, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=4096,
+                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 256})
+    model = model.cuda().eval()
+    model.config._attn_implementation = "eager"
+    ids = np.random.default_rng(0).integers(0, 1000, 700).tolist()
+    with torch.no_grad():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        res = model(torch.tensor([ids]).cuda(), output_attentions=True)
+    ref = torch.stack([a[0] for a in res.attentions]).float().cpu().numpy()
+    ref_logits = res.logits[0, -1].float().cpu().numpy()
+    with open(os.path.join(path, "p.jsonl"), "w") as f:
+        f.write(json.dumps({"id": "x", "input_ids": ids}) + "\n")
+    trace = os.path.join(path, "t.h5")
+    r = subprocess.run([KVTRACE, "--model", path, "--prompts", os.path.join(path, "p.jsonl"), "-o", trace,
+                        "--full-maps", "--device", "cuda", "--force"], capture_output=True, text=True)
+    if r.returncode:
+        print("peer check: kvtrace failed:", r.stderr)
+        return False
+    with h5py.File(trace) as f:
+        attn, logits = f["prompts/x/attn"][:], f["prompts/x/last_logits"][:]
+    da, dl = float(np.abs(attn - ref).max()), float(np.abs(logits - ref_logits).max())
+    ok = da <= 1e-4 and dl <= 1e-4
+    print(f"peer check vs transformers {transformers.__version__} (f32, eager, output_attentions): "
+          f"attn max diff {da:.2e}, last logits max diff {dl:.2e}: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def hf_trace(model, n, window, out_path, full_maps):
+    """transformers' workflow: eager forward with output_attentions, then the same datasets via h5py."""
+    values = []
+    hooks = [layer.self_attn.v_proj.register_forward_hook(lambda m, i, o: values.append(o))
+             for layer in model.model.layers]
+    ids = torch.randint(0, model.config.vocab_size, (1, n)).cuda()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            res = model(ids, output_attentions=True)
+        L, kvh = len(res.attentions), model.config.num_key_value_heads
+        hd = model.config.hidden_size // model.config.num_attention_heads
+        with h5py.File(out_path, "w") as f:
+            g = f.create_group("prompts/x")
+            g["colsum"] = torch.stack([a[0].float().sum(-2) for a in res.attentions]).cpu().numpy()
+            g["window"] = torch.stack([a[0, :, -window:, :].float() for a in res.attentions]).cpu().numpy()
+            g["values"] = torch.stack([v[0].float().view(n, kvh, hd).transpose(0, 1) for v in values]).cpu().numpy()
+            if full_maps:
+                d = g.create_dataset("attn", (L,) + tuple(res.attentions[0].shape[1:]), dtype="f2",
+                                     chunks=(1, 1, 64, n), shuffle=True, compression="gzip", compression_opts=1)
+                for l, a in enumerate(res.attentions):
+                    d[l] = a[0].half().cpu().numpy()
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        return dt, torch.cuda.max_memory_allocated() / 2**20
+    except torch.cuda.OutOfMemoryError:
+        return None, torch.cuda.max_memory_allocated() / 2**20
+    finally:
+        for h in hooks:
+            h.remove()
+        values.clear()
+        torch.cuda.empty_cache()
+
+
+def kv_time(path, n, out, full_maps):
+    """Per-prompt seconds (two prompts minus one), peak GPU MiB, error text."""
+    times, peak = [], 0
+    for count in (1, 2):
+        pf = os.path.join(out, f"p{n}x{count}.jsonl")
+        with open(pf, "w") as f:
+            for i in range(count):
+                ids = np.random.default_rng(i).integers(0, 128256, n).tolist()
+                f.write(json.dumps({"id": f"p{i}", "input_ids": ids}) + "\n")
+        cmd = [KVTRACE, "--model", path, "--prompts", pf, "-o", os.path.join(out, "kv.h5"), "--force",
+               "--device", "cuda", "--max-tokens", str(n)]
+        if full_maps:
+            cmd += ["--full-maps", "--maps-dtype", "f16"]
+        rc, err, mib, dt = peak_gpu_mib_during(cmd)
+        if rc:
+            return None, mib, err.strip()
+        times.append(dt)
+        peak = max(peak, mib)
+    return times[1] - times[0], peak, ""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1024,4096,16384,32768")
+    ap.add_argument("--out", default="/tmp/kvbench")
+    ap.add_argument("--full-maps-max", type=int, default=4096, help="largest N traced with full maps")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    print(torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)
+    peer_check(args.out)
+    path = os.path.join(args.out, "llama-3.2-1b-shape")
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        make_model(path, torch.bfloat16, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                   num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+                   tie_word_embeddings=True, rope_theta=500000.0,
+                   rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                          attn_implementation="eager").cuda().eval()
+    rows = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        for full in (False, True):
+            if full and n > args.full_maps_max:
+                continue
+            kv_s, kv_mib, err = kv_time(path, n, args.out, full)
+            hf_s, hf_mib = hf_trace(model, n, 64, os.path.join(args.out, "hf.h5"), full)
+            rows.append((n, full, kv_s, kv_mib, err, hf_s, hf_mib))
+            print(rows[-1], flush=True)
+    print()
+    print(f"{'N':>6} {'maps':>5} {'kvtrace tok/s':>14} {'kv GPU MiB':>11} {'HF tok/s':>10} {'HF GPU MiB':>11} {'ratio':>7}")
+    for n, full, kv_s, kv_mib, err, hf_s, hf_mib in rows:
+        kv = f"{n / kv_s:14.0f}" if kv_s else f"{'FAILED':>14}"
+        hf = f"{n / hf_s:10.0f}" if hf_s else f"{'OOM':>10}"
+        ratio = f"{hf_s / kv_s:6.1f}x" if kv_s and hf_s else f"{'-':>7}"
+        print(f"{n:6d} {'yes' if full else 'no':>5} {kv} {kv_mib:11.0f} {hf} {hf_mib:11.0f} {ratio}")
+        if err:
+            print("   kvtrace:", err[-300:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

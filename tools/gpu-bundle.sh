@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without this project's build dependencies needs to
+# run the CUDA tracer and its checks: the binaries built here (nvcc is here,
+# the GPU is not) and the shared libraries they use, except the C runtime and
+# CUDA's own libraries, which the GPU machine has. Output:
+#   .cache/gpu/bundle.tar.xz   (carry it with the device tool's `carry`)
+# On the GPU machine:
+#   mkdir -p /tmp/kv && tar xJf .cache/gpu/bundle.tar.xz -C /tmp/kv
+#   export LD_LIBRARY_PATH=/tmp/kv/lib:/usr/local/cuda/lib64 KVTRACE=/tmp/kv/bin/kvtrace
+#   python3 tests/test_parity_cuda.py; /tmp/kv/bin/tests/test_kernels_cuda; python3 bench/gpu_bench.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+make -j"$(nproc)" CUDA=1 bin/kvtrace bin/tests/test_kernels_cuda bin/tests/test_kernels >/dev/null
+stage=.cache/gpu/stage
+rm -rf "$stage" && mkdir -p "$stage/bin/tests" "$stage/lib"
+cp bin/kvtrace "$stage/bin/"
+cp bin/tests/test_kernels_cuda bin/tests/test_kernels "$stage/bin/tests/"
+skip='^(libc|libm|libpthread|libdl|librt|ld-linux.*|libgcc_s|libstdc\+\+|libcu.*|libcublas.*|libcudart.*)\.so'
+for lib in $(ldd bin/kvtrace bin/tests/test_kernels_cuda | awk '$3 ~ /^\// {print $3}' | sort -u); do
+    name=$(basename "$lib")
+    [[ "$name" =~ $skip ]] && continue
+    cp -L "$lib" "$stage/lib/$name"
+done
+tar cJf .cache/gpu/bundle.tar.xz -C "$stage" .
+ls -la .cache/gpu/bundle.tar.xz
