@@ -49,6 +49,9 @@ LDLIBS  += -Wl$(comma)--as-needed -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc+
 endif
 TESTSRC := $(wildcard tests/test_*.c)
 TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
+# programs the test scripts drive (tests/<area>/<name>.c -> bin/tests/<name>)
+HELPERSRC := $(wildcard tests/*/*.c)
+HELPERBIN := $(foreach f,$(HELPERSRC),bin/tests/$(basename $(notdir $(f))))
 
 # tracer/main.c -> bin/kvtrace, analyzer/main.c -> bin/kvanalyze, plots/main.c -> bin/kvplot
 TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
@@ -90,13 +93,20 @@ bin/tests/%: $(BUILD)/tests/%.o $(BUILD)/libkv.a
 
 $(BUILD)/tests/%.o: CFLAGS += $(shell pkg-config --cflags check)
 
+define helper_rule
+bin/tests/$(basename $(notdir $(1))): $(BUILD)/$(1:.c=.o) $(BUILD)/libkv.a
+	@mkdir -p bin/tests
+	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
+endef
+$(foreach f,$(HELPERSRC),$(eval $(call helper_rule,$(f))))
+
 bin/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkv.a
 	@mkdir -p bin/bench
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 BENCHBIN := $(patsubst bench/%.c,bin/bench/%,$(wildcard bench/*.c))
 
-check: $(TOOLS) $(TESTBIN)
+check: $(TOOLS) $(TESTBIN) $(HELPERBIN)
 	bash tests/run.sh
 
 bench: $(TOOLS) $(BENCHBIN)

@@ -20,14 +20,12 @@ if ! (cd "$cache" && node -e 'require("tokenizers").Tokenizer' >/dev/null 2>&1);
   ref=lenml
 fi
 
-make -s build/libkv.a >/dev/null 2>&1 || true
-[ -f build/libkv.a ] || { echo "FAIL: build/libkv.a is missing (make failed)"; exit 1; }
+# bin/tests/tok_dump is built by `make check` (with the same flags as everything else, sanitizers included)
+[ -x bin/tests/tok_dump ] || make -s bin/tests/tok_dump >/dev/null 2>&1 || true
+[ -x bin/tests/tok_dump ] || { echo "FAIL: bin/tests/tok_dump is missing (make failed)"; exit 1; }
 work="$root/build/tests/tokenizer_golden"
 mkdir -p "$work"
-PKGS="libcjson libpcre2-8 libutf8proc"
-${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$root" $(pkg-config --cflags $PKGS) \
-  "$dir/tok_dump.c" build/libkv.a $(pkg-config --libs $PKGS hdf5 openblas 2>/dev/null) -fopenmp -lm \
-  -o "$work/tok_dump" || { echo "FAIL: cannot build tests/tokenizer/tok_dump.c"; exit 1; }
+cp bin/tests/tok_dump "$work/tok_dump"
 
 texts=("$dir"/texts/*.txt)
 # a large deterministic text too (the benchmark prose, 256 KiB here)
