@@ -1,6 +1,7 @@
 #include "analyzer/analyze.h"
 
 #include <cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -29,7 +30,6 @@ typedef struct {
     long cnt[2][KV_MAX_LIST];
     /* adaptive shares: [budget, L, KVH] sum over prompts of head share; layer budget [budget, L] */
     double *share;
-    int *layer_budget;
     double mean_tokens;
     int n_rows_all, n_rows_window;
 } kv_agg;
@@ -39,7 +39,6 @@ static void agg_free(kv_agg *a) {
     free(a->rec_min);
     free(a->kept_sum);
     free(a->share);
-    free(a->layer_budget);
 }
 
 typedef struct {
@@ -209,7 +208,6 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
                             scorer_name[ap->scorer], o->pyramid, B, bl + w, g, R->counts[g] + w);
                     a->share[((size_t)bi * a->L + li) * KVH + g] += tot > 0 ? (double)R->counts[g] / tot : 1.0 / KVH;
                 }
-                a->layer_budget[(size_t)bi * a->L + li] = bl + w;
             }
         }
     kv_loss_ctx_free(&lc);
@@ -431,7 +429,9 @@ static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
         cJSON_AddNumberToObject(bo, "budget", o->budgets[bi]);
         cJSON *layers = cJSON_AddArrayToObject(bo, "layers");
         for (int li = 0; li < t->L; li++) {
-            int lb = R->agg.layer_budget[(size_t)bi * t->L + li];
+            /* the runtime schedule does not depend on a prompt's length: no clamp to P */
+            int b = o->budgets[bi] - w;
+            int lb = (o->pyramid ? kv_pyramid_prefix_budget(b, t->layers[li], t->n_layers, INT_MAX) : b) + w;
             long total = (long)KVH * (lb - w), given = 0;
             for (int g = 0; g < KVH; g++) {
                 double share = R->agg.share[((size_t)bi * t->L + li) * KVH + g] / R->agg.n_prompts;
@@ -545,8 +545,7 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
     a->rec_min = kv_calloc(nrec, sizeof(double), err);
     a->kept_sum = kv_calloc(nrec, sizeof(double), err);
     a->share = kv_calloc((size_t)o->n_budgets * t->L * t->n_kv_heads, sizeof(double), err);
-    a->layer_budget = kv_calloc((size_t)o->n_budgets * t->L, sizeof(int), err);
-    if (!a->rec_sum || !a->rec_min || !a->kept_sum || !a->share || !a->layer_budget || !kept_total) goto done;
+    if (!a->rec_sum || !a->rec_min || !a->kept_sum || !a->share || !kept_total) goto done;
     for (size_t k = 0; k < nrec; k++) a->rec_min[k] = INFINITY;
 
     if (kv_outset_begin(&R.out, o->outdir, out_names, OUT_N, o->force, err)) goto done;
