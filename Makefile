@@ -1,6 +1,7 @@
 # kvtrace / kvanalyze / kvplot
 #   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot
 #   make check      build and run every test (see tests/run.sh)
+#   make SANITIZE=1 check   the same under ASan + UBSan (make clean when switching)
 #   make demo       trace the bundled default model and analyse it (tools/demo.sh)
 #   make bench      run the CPU benchmarks in bench/
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
@@ -27,7 +28,7 @@ LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS)) -fopenmp -lm $(BLAS_RPATH)
 TEST_LDLIBS := $(shell pkg-config --libs check)
 
 ifeq ($(SANITIZE),1)
-CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
+CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDLIBS  += -fsanitize=address,undefined
 endif
 
