@@ -55,7 +55,7 @@ set lmargin at screen 0.05
 set rmargin at screen 0.95
 set tmargin at screen sy(0.95)
 set bmargin at screen sy(0.89)
-set key center center horizontal maxrows 1 samplen 1 reverse Left noenhanced
+set key center center horizontal maxrows 1 samplen 0.8 width -1 reverse Left noenhanced font ",6"
 set yrange [0:1]
 plot for [k in present] NaN with lines lw 1.5 lc rgb pcolor(k + 0) title plabel(k + 0)
 unset multiplot

@@ -55,18 +55,22 @@ void kvp_buf_free(kvp_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-void kvp_gp_string(kvp_buf *b, const char *s, int as_format) {
-    kvp_buf_put(b, "'", 1);
+void kvp_gp_string(kvp_buf *b, const char *s, int mode) {
+    int dq = mode & KVP_GP_DQUOTE;
+    kvp_buf_put(b, dq ? "\"" : "'", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '\'') kvp_buf_put(b, "''", 2);
-        else if (*p == '%' && as_format) kvp_buf_put(b, "%%", 2);
-        else if (*p == '\n') kvp_buf_put(b, "\\n", 2);
-        else if (*p == '\t') kvp_buf_put(b, "\\t", 2);
-        else if (*p == '\r') kvp_buf_put(b, "\\r", 2);
-        else if (*p < 0x20 || *p == 0x7f) kvp_buf_printf(b, "\\x%02X", *p);
+        if (*p == '\'' && !dq) kvp_buf_put(b, "''", 2);
+        else if (*p == '"' && dq) kvp_buf_put(b, "\\\"", 2);
+        else if (*p == '\\' && dq) kvp_buf_put(b, "\\\\", 2);
+        else if (*p == '%' && (mode & KVP_GP_FORMAT)) kvp_buf_put(b, "%%", 2);
+        /* control characters show as an escape: a backslash, then n, t, r or xHH */
+        else if (*p == '\n') kvp_buf_put(b, dq ? "\\\\n" : "\\n", dq ? 3 : 2);
+        else if (*p == '\t') kvp_buf_put(b, dq ? "\\\\t" : "\\t", dq ? 3 : 2);
+        else if (*p == '\r') kvp_buf_put(b, dq ? "\\\\r" : "\\r", dq ? 3 : 2);
+        else if (*p < 0x20 || *p == 0x7f) kvp_buf_printf(b, dq ? "\\\\x%02X" : "\\x%02X", *p);
         else kvp_buf_put(b, (const char *)p, 1);
     }
-    kvp_buf_put(b, "'", 1);
+    kvp_buf_put(b, dq ? "\"" : "'", 1);
 }
 
 static void vars_add(kvp_vars *v, const char *key, char *val) {

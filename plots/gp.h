@@ -22,11 +22,15 @@ void kvp_buf_printf(kvp_buf *b, const char *fmt, ...) __attribute__((format(prin
 void kvp_buf_put(kvp_buf *b, const char *s, size_t n);
 void kvp_buf_free(kvp_buf *b);
 
-/* Appends s as a single-quoted gnuplot string literal that shows s as
- * itself: ' doubled; control characters shown as \n, \t, \xHH; '%' doubled
- * when the literal is used as a format (tic labels); UTF-8 passed through.
- * Use with "noenhanced" text so that _ ^ { } @ & are not markup. */
-void kvp_gp_string(kvp_buf *b, const char *s, int as_format);
+/* Appends s as a gnuplot string literal that shows s as itself (with
+ * "noenhanced" text): single-quoted (' doubled) by default, double-quoted
+ * (\" and \\) with KVP_GP_DQUOTE -- needed inside { } blocks and array
+ * initialisers, where gnuplot 5.4 mis-parses ''. Control characters show as
+ * an escape (\n, \t, \r, \xHH), UTF-8 passes through. KVP_GP_FORMAT
+ * doubles '%' for strings used as formats (tic labels). */
+#define KVP_GP_FORMAT 1
+#define KVP_GP_DQUOTE 4
+void kvp_gp_string(kvp_buf *b, const char *s, int mode);
 
 /* Key/value list for filling a template. Values are gnuplot literals. */
 typedef struct {
