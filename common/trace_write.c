@@ -204,7 +204,8 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
     if (!bad && m->full_maps) {
         hsize_t rows = N < KV_TRACE_MAP_BLOCK ? N : KV_TRACE_MAP_BLOCK;
         hsize_t a_dims[4] = {L, H, N, N}, a_chunk[4] = {1, 1, rows, N};
-        w->d_attn = make_dataset(w->group, "attn", m->maps_f16 ? w->f16 : H5T_IEEE_F32LE, 4, a_dims, a_chunk, 1);
+        w->d_attn = make_dataset(w->group, "attn", m->maps_f16 ? w->f16 : H5T_IEEE_F32LE, 4, a_dims, a_chunk,
+                                 m->maps_deflate);
         w->map_buf = malloc(rows * N * (m->maps_f16 ? 2 : 4));
         bad = w->d_attn < 0 || !w->map_buf;
     }

@@ -84,4 +84,13 @@ if c.check("--layers 1 --maps-dtype f16 runs", r.returncode == 0, r.stderr.strip
                 maxdiff(a16[0], full["prompts/long/attn"][1]) < 1e-3)
         c.check("--layers: colsum is layer 1's",
                 maxdiff(f["prompts/long/colsum"][0], full["prompts/long/colsum"][1]) == 0)
+out = os.path.join(d, "raw.h5")
+r = run([KVTRACE, "--model", d, "--prompts", os.path.join(d, "prompts.jsonl"), "-o", out, "--full-maps",
+         "--window", str(W), "--maps-compression", "none"])
+if c.check("--maps-compression none runs", r.returncode == 0, r.stderr.strip()):
+    with h5py.File(out, "r") as f, h5py.File(os.path.join(d, "trace.h5"), "r") as full:
+        raw, packed = f["prompts/long/attn"], full["prompts/long/attn"]
+        c.check("raw maps: no filters, deflated maps: shuffle + deflate",
+                raw.compression is None and packed.compression == "gzip" and packed.shuffle)
+        c.check("raw maps equal the deflated ones", np.array_equal(raw[:], packed[:]))
 c.finish()
