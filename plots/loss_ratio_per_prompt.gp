@@ -15,7 +15,8 @@ set xrange [-0.5:np - 0.5]
 set yrange [0:*]
 set xlabel "prompt"
 set ylabel "adaptive / uniform L1 loss"
-set xtics noenhanced rotate by 45 right
+set xtics noenhanced
+if (np > 6) { set xtics rotate by 45 right }
 set key below horizontal samplen 1 reverse Left noenhanced
 plot 1 with lines dt 2 lw 1 lc rgb c_ink notitle, \
      data using 1:3:xtic(int($1) % xtic_step == 0 ? stringcolumn(2) : "") with points pt 7 ps 0.6 lc rgb c_adaptive title sprintf("B = %d", b1), \
