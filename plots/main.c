@@ -295,6 +295,7 @@ int main(int argc, char **argv) {
     if (kvp_find_gnuplot(gnuplot, sizeof gnuplot, &err)) return die("%s", err.msg);
     if (kvp_template_dir(tpl_given, tpl_dir, sizeof tpl_dir, &err)) return die("%s", err.msg);
     c.tpl_dir = tpl_dir;
+    int created = !kv_path_exists(outdir);
     if (mkdir_p(outdir)) return die("%s: cannot create the figure directory: %s", outdir, strerror(errno));
     char work[PATH_MAX];
     snprintf(work, sizeof work, "%s/.kvplot-XXXXXX", outdir);
@@ -386,13 +387,18 @@ int main(int argc, char **argv) {
         }
     }
     closedir(d);
+    char exts[32];
+    snprintf(exts, sizeof exts, "%s", c.formats);
+    for (char *x = exts; *x; x++)
+        if (*x == ' ') *x = ',';
     for (int i = 0; i < n_made; i++)
-        fprintf(stderr, "kvplot: %s/%s.{%s,gp}%s%s\n", outdir, figs[i].name, c.formats,
-                figs[i].note[0] ? "  note: " : "", figs[i].note);
+        fprintf(stderr, "kvplot: %s/%s.{%s} (data .dat, script .gp)%s%s\n", outdir, figs[i].name, exts,
+                figs[i].note[0] ? "; note: " : "", figs[i].note);
     fprintf(stderr, "kvplot: %s/figures.pdf (%d pages)\n", outdir, n_made);
     status = 0;
 out:
     free(msgs);
     remove_workdir(work);
+    if (status && created) rmdir(outdir); /* only when empty: a failed run leaves nothing */
     return status;
 }
