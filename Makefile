@@ -122,4 +122,5 @@ demo: $(TOOLS)
 clean:
 	rm -rf $(BUILD) bin
 
--include $(LIBOBJ:.o=.d) $(BUILD)/tracer/main.d $(BUILD)/analyzer/main.d $(BUILD)/plots/main.d
+-include $(LIBOBJ:.o=.d) $(BUILD)/tracer/main.d $(BUILD)/analyzer/main.d $(BUILD)/plots/main.d \
+         $(wildcard $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d $(BUILD)/bench/*.d)

@@ -239,6 +239,29 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
     return 0;
 }
 
+static int cpu_first_nonfinite(kv_kernels *k, const float *x, size_t n, long long *index, kv_error *err) {
+    (void)k, (void)err;
+    long long first = -1;
+    /* chunks in parallel; the lowest failing chunk is scanned for the first index */
+    size_t chunk = 1 << 16, n_chunks = (n + chunk - 1) / chunk;
+    long long bad_chunk = (long long)n_chunks;
+#pragma omp parallel for reduction(min : bad_chunk)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        int bad = 0;
+        for (size_t i = c * chunk; i < end; i++) bad |= !isfinite(x[i]);
+        if (bad && (long long)c < bad_chunk) bad_chunk = (long long)c;
+    }
+    if (bad_chunk < (long long)n_chunks)
+        for (size_t i = (size_t)bad_chunk * chunk; i < n; i++)
+            if (!isfinite(x[i])) {
+                first = (long long)i;
+                break;
+            }
+    *index = first;
+    return 0;
+}
+
 static void cpu_destroy(kv_kernels *k) {
     if (!k) return;
     free(k->impl);
@@ -262,7 +285,7 @@ kv_kernels *kv_kernels_cpu(int threads, kv_error *err) {
         .name = "cpu", .impl = impl, .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy,
         .download = cpu_copy, .upload_weight = cpu_upload_weight, .embed = cpu_embed, .matmul = cpu_matmul,
         .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .swiglu = cpu_swiglu, .add = cpu_add,
-        .attention = cpu_attention, .destroy = cpu_destroy,
+        .attention = cpu_attention, .first_nonfinite = cpu_first_nonfinite, .destroy = cpu_destroy,
     };
     return k;
 }

@@ -36,6 +36,7 @@ typedef struct {
     size_t host_bytes;
     int32_t *tokens;    /* scratch: token ids */
     size_t tokens_bytes;
+    unsigned long long *flag; /* first non-finite index */
 } cuda_impl;
 
 #define CU(call, what)                                                                                     \
@@ -383,6 +384,24 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
     return 0;
 }
 
+__global__ static void first_nonfinite_kernel(const float *x, size_t n, unsigned long long *first) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && !isfinite(x[i])) atomicMin(first, (unsigned long long)i);
+}
+
+static int cu_first_nonfinite(kv_kernels *k, const float *x, size_t n, long long *index, kv_error *err) {
+    cuda_impl *im = (cuda_impl *)k->impl;
+    if (!im->flag && cudaMalloc((void **)&im->flag, sizeof(unsigned long long)) != cudaSuccess)
+        return kv_fail(err, "CUDA: cannot allocate a flag");
+    unsigned long long none = ~0ull, first;
+    CU(cudaMemcpy(im->flag, &none, sizeof none, cudaMemcpyHostToDevice), "nonfinite check");
+    first_nonfinite_kernel<<<grid_for(n, 256), 256>>>(x, n, im->flag);
+    LAUNCHED("nonfinite check");
+    CU(cudaMemcpy(&first, im->flag, sizeof first, cudaMemcpyDeviceToHost), "nonfinite check");
+    *index = first == none ? -1 : (long long)first;
+    return 0;
+}
+
 static void cu_destroy(kv_kernels *k) {
     if (!k) return;
     cuda_impl *im = (cuda_impl *)k->impl;
@@ -391,6 +410,7 @@ static void cu_destroy(kv_kernels *k) {
         cudaFree(im->act16);
         cudaFree(im->scores);
         cudaFree(im->tokens);
+        cudaFree(im->flag);
         if (im->host_block) cudaFreeHost(im->host_block);
         free(im);
     }
@@ -442,6 +462,7 @@ extern "C" kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
     k->swiglu = cu_swiglu;
     k->add = cu_add;
     k->attention = cu_attention;
+    k->first_nonfinite = cu_first_nonfinite;
     k->destroy = cu_destroy;
     return k;
 }

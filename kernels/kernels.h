@@ -74,6 +74,9 @@ struct kv_kernels {
     int (*attention)(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
                      int n_kv_heads, int hd, int sliding_window, const kv_attn_capture *cap, kv_error *err);
 
+    /* *index = the first i < n with x[i] NaN or ±Inf, or -1 when all are finite */
+    int (*first_nonfinite)(kv_kernels *k, const float *x, size_t n, long long *index, kv_error *err);
+
     void (*destroy)(kv_kernels *k);
 };
 

@@ -282,6 +282,28 @@ START_TEST(test_embed_rejects_bad_id) {
 }
 END_TEST
 
+START_TEST(test_first_nonfinite) {
+    size_t n = 200000;
+    float *x = rand_vec(n, 1);
+    float *d = dev(x, n);
+    long long at;
+    ck_assert_int_eq(K->first_nonfinite(K, d, n, &at, NULL), 0);
+    ck_assert_int_eq(at, -1);
+    x[150001] = INFINITY, x[170000] = NAN;
+    K->free(K, d);
+    d = dev(x, n);
+    ck_assert_int_eq(K->first_nonfinite(K, d, n, &at, NULL), 0);
+    ck_assert_int_eq(at, 150001);
+    x[3] = NAN;
+    K->free(K, d);
+    d = dev(x, n);
+    ck_assert_int_eq(K->first_nonfinite(K, d, n, &at, NULL), 0);
+    ck_assert_int_eq(at, 3);
+    K->free(K, d);
+    free(x);
+}
+END_TEST
+
 /* Adds every check to tc. */
 static void add_kernel_checks(TCase *tc) {
     tcase_add_test(tc, test_matmul_bias);
@@ -296,6 +318,7 @@ static void add_kernel_checks(TCase *tc) {
     tcase_add_test(tc, test_attention_one_token);
     tcase_add_test(tc, test_attention_long);
     tcase_add_test(tc, test_embed_rejects_bad_id);
+    tcase_add_test(tc, test_first_nonfinite);
 }
 
 #endif

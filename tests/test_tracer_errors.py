@@ -8,6 +8,8 @@ import shutil
 import struct
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 from checkpoints import write_checkpoint  # noqa: E402
 from harness import Checks, run, tool  # noqa: E402
@@ -117,6 +119,20 @@ def bad_json_header(d):
     open(os.path.join(d, "model.safetensors"), "wb").write(raw[:8] + b"{" * n + raw[8 + n:])
 
 
+def poison(name, row, value):
+    """Sets one row of a float32 tensor to value (NaN or Inf)."""
+    def mutate(d):
+        header, data = read_st(d)
+        t = header[name]
+        b0, b1 = t["data_offsets"]
+        a = bytearray(data)
+        arr = np.frombuffer(bytes(a[b0:b1]), dtype="<f4").reshape(t["shape"]).copy()
+        arr[row] = value
+        a[b0:b1] = arr.tobytes()
+        write_st(d, header, bytes(a))
+    return mutate
+
+
 P = ["--prompts", prompts, "--model"]
 expect_error("truncated file", P + [variant("trunc", truncate)], "model.safetensors", "past the end")
 expect_error("header lies about a size", P + [variant("lie", edit_header(lie_about_size))], "model.norm.weight",
@@ -128,6 +144,11 @@ expect_error("missing tensor", P + [variant("missing", missing)], "missing: miss
              "model.layers.1.mlp.up_proj.weight")
 expect_error("header length beyond the file", P + [variant("huge", huge_header)], "header length")
 expect_error("header not JSON", P + [variant("badjson", bad_json_header)], "not a JSON object")
+# prompt p0 is [1, 2, 3, 4, 5]: token 3 sits at position 2
+expect_error("NaN in a weight", P + [variant("nanv", poison("model.layers.1.self_attn.v_proj.weight", 5, np.nan))],
+             "layer 1", "NaN", "values at position 0, element 5")
+expect_error("Inf in an embedding row",
+             P + [variant("infemb", poison("model.embed_tokens.weight", 3, np.inf))], "layer 0", "queries at position 2")
 expect_error("unknown architecture",
              P + [variant("arch", edit_config(lambda cf: cf.update(architectures=["GPT2LMHeadModel"])))],
              "GPT2LMHeadModel", "not supported")

@@ -88,6 +88,17 @@ done:
     return rc;
 }
 
+/* NaN or Inf anywhere in x [rows, width] stops the pass, naming where. */
+static int check_finite(kv_kernels *k, const float *x, int rows, int width, const char *what, kv_error *err) {
+    long long at;
+    if (k->first_nonfinite(k, x, (size_t)rows * width, &at, err)) return -1;
+    if (at < 0) return 0;
+    float v;
+    if (k->download(k, &v, x + at, sizeof v, err)) return -1;
+    return kv_fail(err, "non-finite value (%s) in %s at position %lld, element %lld", isnan(v) ? "NaN" : "Inf",
+                   what, at / width, at % width);
+}
+
 static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, int n, const kv_capture_hooks *hooks,
                            host_capture *hc, kv_error *err) {
     kv_kernels *k = m->k;
@@ -102,6 +113,9 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
         return -1;
     if (k->rope(k, s->q, n, H, hd, s->cos, s->sin, err) || k->rope(k, s->kk, n, KVH, hd, s->cos, s->sin, err))
         return -1;
+    if (check_finite(k, s->q, n, H * hd, "the queries", err) || check_finite(k, s->kk, n, KVH * hd, "the keys", err) ||
+        check_finite(k, s->v, n, KVH * hd, "the values", err))
+        return -1;
     int capture = hooks && hooks->want_layer && hooks->want_layer(hooks->ctx, l);
     int wrows = hooks && hooks->window < n ? hooks->window : n;
     kv_attn_capture cap = {.colsum = s->colsum, .window = s->window, .window_rows = wrows,
@@ -115,7 +129,9 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
             hooks->layer_done(hooks->ctx, l, hc->colsum, hc->window, hc->v, err))
             return -1;
     }
-    if (k->matmul(k, s->proj, s->att, &L->wo, L->bo, n, err)) return -1;
+    if (check_finite(k, s->att, n, H * hd, "the attention output", err) ||
+        k->matmul(k, s->proj, s->att, &L->wo, L->bo, n, err))
+        return -1;
     return k->add(k, s->x, s->proj, (size_t)n * D, err);
 }
 
@@ -152,7 +168,8 @@ int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks
     if (upload_rope_tables(k, &s, c, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer *L = &m->layers[l];
-        if (attention_block(m, &s, L, l, n, hooks, &hc, err) || mlp_block(m, &s, L, n, err)) {
+        if (attention_block(m, &s, L, l, n, hooks, &hc, err) || mlp_block(m, &s, L, n, err) ||
+            check_finite(k, s.x, n, c->hidden_size, "the residual stream", err)) {
             kv_wrap(err, "layer %d", l);
             goto done;
         }
@@ -162,6 +179,7 @@ int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks
         float *last = s.x + (size_t)(n - 1) * c->hidden_size;
         if (k->rmsnorm(k, s.xn, last, m->final_norm, 1, c->hidden_size, c->rms_norm_eps, err) ||
             k->matmul(k, s.logits, s.xn, &m->lm_head, NULL, 1, err) ||
+            check_finite(k, s.logits, 1, c->vocab_size, "the last position's logits", err) ||
             k->download(k, logits, s.logits, (size_t)c->vocab_size * sizeof(float), err))
             goto done;
     }
