@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--f16", action="store_true", help="store the maps as float16")
     a = ap.parse_args()
     L, H, KVH, hd, N, W = a.layers, a.heads, a.kv_heads, a.head_dim, a.n, a.window
     D = H * hd
@@ -68,7 +69,7 @@ def main():
             flags[0] = 1
             flags[rng.random(N) < 0.1] |= 2
             g["flags"] = flags
-            attn = g.create_dataset("attn", (L, H, N, N), dtype=np.float32, chunks=(1, 1, min(N, 64), N),
+            attn = g.create_dataset("attn", (L, H, N, N), dtype=np.float16 if a.f16 else np.float32, chunks=(1, 1, min(N, 64), N),
                                     shuffle=True, compression="gzip", compression_opts=1)
             colsum = g.create_dataset("colsum", (L, H, N), dtype=np.float32)
             win = g.create_dataset("window", (L, H, min(W, N), N), dtype=np.float32)
@@ -76,7 +77,7 @@ def main():
             g["last_logits"] = np.zeros(1000, dtype=np.float32)
             for l in range(L):
                 A = layer_maps(rng, H, N)
-                attn[l] = A
+                attn[l] = A.astype(attn.dtype)
                 colsum[l] = A.sum(axis=1)
                 win[l] = A[:, N - min(W, N):, :]
                 print(f"prompt {p} layer {l + 1}/{L}", flush=True)

@@ -411,10 +411,16 @@ static void detect_fast_attn(kv_prompt *p) {
     const char *plain = getenv("KV_READ_PLAIN");
     if (plain && *plain && strcmp(plain, "0")) return;
     hid_t ft = H5Dget_type(p->d_attn);
-    int f32 = H5Tequal(ft, H5T_IEEE_F32LE) > 0;
+    int f32 = H5Tequal(ft, H5T_IEEE_F32LE) > 0, f16 = 0;
+    if (!f32 && H5Tget_class(ft) == H5T_FLOAT && H5Tget_size(ft) == 2 && H5Tget_order(ft) == H5T_ORDER_LE) {
+        size_t spos, epos, esize, mpos, msize;
+        H5Tget_fields(ft, &spos, &epos, &esize, &mpos, &msize);
+        f16 = spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && H5Tget_ebias(ft) == 15;
+    }
     H5Tclose(ft);
     const unsigned one = 1;
-    if (!f32 || *(const unsigned char *)&one != 1) return; /* needs a little-endian host */
+    if (!(f32 || f16) || *(const unsigned char *)&one != 1) return; /* needs a little-endian host */
+    p->attn_elem = f16 ? 2 : 4;
     hid_t dcpl = H5Dget_create_plist(p->d_attn);
     int ok = 0;
     hsize_t cd[4];
@@ -466,6 +472,30 @@ static void unshuffle4(unsigned char *dst, const unsigned char *src, size_t ne, 
     }
 }
 
+/* IEEE half -> float for all 65536 bit patterns (built once, 256 KiB). */
+static const float *half_table(void) {
+    static float *tab;
+    if (tab) return tab;
+    float *t = malloc(65536 * sizeof *t);
+    if (!t) return NULL;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, f;
+        if (e == 0 && m == 0) f = sign;
+        else if (e == 0) { /* subnormal: normalise */
+            int k = -1;
+            do {
+                k++;
+                m <<= 1;
+            } while (!(m & 0x400));
+            f = sign | (uint32_t)(127 - 15 - k) << 23 | (m & 0x3ff) << 13;
+        } else if (e == 31) f = sign | 0x7f800000u | m << 13;
+        else f = sign | (e + 112) << 23 | m << 13;
+        memcpy(&t[h], &f, sizeof f);
+    }
+    tab = t;
+    return tab;
+}
+
 /* Reads heads [h0, h0+nh) of layer li chunk by chunk: one thread reads a
  * head's raw chunks with H5Dread_chunk (HDF5 is not thread-safe), then all
  * threads decompress them. Buffers are allocated once per call. */
@@ -473,7 +503,10 @@ static int read_attn_fast(const kv_prompt *p, int li, int h0, int nh, float *out
                           kv_error *err) {
     size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
     int nchunk = (int)((N + cr - 1) / cr);
-    size_t chunk_bytes = cr * N * sizeof(float);
+    size_t elem = (size_t)p->attn_elem;
+    size_t chunk_bytes = cr * N * elem;
+    const float *h2f = elem == 2 ? half_table() : NULL;
+    if (elem == 2 && !h2f) return kv_fail(err, "out of memory");
     hsize_t *len = calloc((size_t)nchunk, sizeof *len);
     size_t *pos = calloc((size_t)nchunk, sizeof *pos);
     uint32_t *mask = calloc((size_t)nchunk, sizeof *mask);
@@ -544,7 +577,15 @@ static int read_attn_fast(const kv_prompt *p, int li, int h0, int nh, float *out
                     bad = 1, bad_head = h;
                     continue;
                 }
-                if (p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx)))
+                int shuffled = p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx));
+                if (elem == 2) { /* float16 -> float32 through a table */
+                    float *fd = (float *)dst;
+                    size_t ne = cr * N, nv = rows * N;
+                    if (shuffled)
+                        for (size_t i = 0; i < nv; i++) fd[i] = h2f[src[i] | (unsigned)src[ne + i] << 8];
+                    else
+                        for (size_t i = 0; i < nv; i++) fd[i] = h2f[src[2 * i] | (unsigned)src[2 * i + 1] << 8];
+                } else if (shuffled)
                     unshuffle4(dst, src, cr * N, rows * N);
                 else
                     memcpy(dst, src, valid);

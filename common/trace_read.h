@@ -56,7 +56,8 @@ typedef struct {
     hid_t group;
     hid_t d_attn, d_colsum, d_window, d_values; /* -1 when absent */
     /* fast path for attn: raw chunks [1, 1, rows, N] decompressed on threads */
-    int attn_fast;         /* 1 when usable (float32 LE, shuffle and/or deflate only) */
+    int attn_fast;         /* 1 when usable (float32/float16 LE, shuffle and/or deflate only) */
+    int attn_elem;         /* bytes per stored element: 4 or 2 */
     int attn_chunk_rows;
     int attn_shuffle_idx;  /* filter index of shuffle in the pipeline, -1 none */
     int attn_deflate_idx;  /* filter index of deflate, -1 none */
@@ -79,7 +80,7 @@ void kv_prompt_close(kv_prompt *p);
 
 /* Per-layer reads; li is the traced-layer position (0..L-1).
  *   attn:    heads [h0, h0+nh) -> out [nh, N, N]   (float16 converted).
- *            When the maps are float32 in chunks of whole rows with only
+ *            When the maps are float32 or IEEE float16 in chunks of whole rows with only
  *            shuffle/deflate filters, the raw chunks are read with
  *            H5Dread_chunk and decompressed on OpenMP threads (zlib's
  *            uncompress, already loaded by HDF5, found with dlsym); set

@@ -188,6 +188,46 @@ START_TEST(reader_h5py_trace) {
 }
 END_TEST
 
+
+/* float16 maps: the table conversion equals HDF5's own conversion */
+START_TEST(reader_float16_maps) {
+    const char *root = getenv("KV_ROOT") ? getenv("KV_ROOT") : ".";
+    char path[] = "/tmp/kvtest-reader16-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/tests/analyzer/mktrace.py %s --layers 1 --heads 2 --kv-heads 1 --n 150 --f16 --prompts 1",
+             root, path);
+    ck_assert_int_eq(system(cmd), 0);
+    kv_error err = {{0}};
+    kv_trace *t = kv_trace_open(path, &err);
+    ck_assert_msg(t != NULL, "%s", err.msg);
+    kv_prompt *p = kv_prompt_open(t, "p0", &err);
+    ck_assert_int_eq(p->attn_fast, 1);
+    ck_assert_int_eq(p->attn_elem, 2);
+    setenv("KV_READ_PLAIN", "1", 1);
+    kv_prompt *q = kv_prompt_open(t, "p0", &err);
+    unsetenv("KV_READ_PLAIN");
+    ck_assert_int_eq(q->attn_fast, 0);
+    size_t n = 2 * 150 * 150;
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    ck_assert_int_eq(kv_prompt_read_attn(p, 0, 0, 2, a, &err), 0);
+    ck_assert_int_eq(kv_prompt_read_attn(q, 0, 0, 2, b, &err), 0);
+    ck_assert_int_eq(memcmp(a, b, n * sizeof *a), 0);
+    int subnormal = 0;
+    for (size_t i = 0; i < n; i++) subnormal += a[i] > 0 && a[i] < 6.1e-5f;
+    ck_assert_int_gt(subnormal, 0); /* the comparison covered half subnormals */
+    free(a);
+    free(b);
+    kv_prompt_close(p);
+    kv_prompt_close(q);
+    kv_trace_close(t);
+    unlink(path);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("analyze_unit");
     TCase *tc = tcase_create("core");
@@ -199,6 +239,7 @@ int main(void) {
     tcase_add_test(tc, ceil_rounding);
     tcase_add_test(tc, fastgen_rungs);
     tcase_add_test(tc, reader_h5py_trace);
+    tcase_add_test(tc, reader_float16_maps);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
