@@ -24,6 +24,7 @@ set cbtics (sprintf("%.2f", 1.0/cbmax) 1.0/cbmax, "1" 1, sprintf("%.2f", cbmax) 
 set cblabel "budget / uniform"
 set palette defined (0 c_uniform, 1 "white", 2 c_adaptive)
 set tics nomirror
-plot data using 1:2:6:ytic(int($2) % ytic_step == 0 ? stringcolumn(3) : "") with image notitle, \
+# "pixels": one rectangle per cell, so that no viewer smooths the cells
+plot data using 1:2:6:ytic(int($2) % ytic_step == 0 ? stringcolumn(3) : "") with image pixels notitle, \
      for [k=1:labels] data using 1:2:(sprintf("%d", $4)) with labels font ",5" notitle
 @END@

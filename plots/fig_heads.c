@@ -231,6 +231,7 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kvp_vars_str(&v, "PANEL_HEADS", heads.s);
         kvp_vars_set(&v, "NPANELS", "%d", n);
         kvp_vars_set(&v, "NTOK", "%d", N);
+        kvp_vars_set(&v, "NCELLS", "%d", M);
         kvp_vars_str(&v, "PROMPT", pid);
         kvp_vars_set(&v, "THRESHOLD", "%g", T);
         kvp_vars_set(&v, "LABELS", "%d", labels);

@@ -13,6 +13,7 @@ panel_layers = @PANEL_LAYERS@  # model layer of each panel
 panel_heads = @PANEL_HEADS@    # query head of each panel
 npanels = @NPANELS@
 ntok = @NTOK@                  # prompt length N
+ncells = @NCELLS@              # cells per side after pooling
 prompt = @PROMPT@
 threshold = @THRESHOLD@
 labels = @LABELS@              # 1: token labels on the axes
@@ -70,7 +71,12 @@ do for [i=1:npanels] {
     if (i == 1) {
         set colorbox user origin screen right + 0.04, sy(top - (nrows * ph + (nrows - 1) * gapy)) size screen 0.03, kv_frac * (nrows * ph + (nrows - 1) * gapy)
     } else { unset colorbox }
-    plot data index (i - 1) using 1:2:($3 < 0 ? NaN : ($3 < cbmin ? cbmin : $3)) with image notitle
+    # SVG viewers smooth embedded images: draw cells as rectangles there
+    if (kv_fmt eq "svg" && ncells <= 128) {
+        plot data index (i - 1) using 1:2:($3 < 0 ? NaN : ($3 < cbmin ? cbmin : $3)) with image pixels notitle
+    } else {
+        plot data index (i - 1) using 1:2:($3 < 0 ? NaN : ($3 < cbmin ? cbmin : $3)) with image notitle
+    }
     unset label 100
     unset label 101
     unset label 102

@@ -19,6 +19,6 @@ set xtics noenhanced
 if (np > 6) { set xtics rotate by 45 right }
 set key below horizontal samplen 1 reverse Left noenhanced
 plot 1 with lines dt 2 lw 1 lc rgb c_ink notitle, \
-     data using 1:3:xtic(int($1) % xtic_step == 0 ? stringcolumn(2) : "") with points pt 7 ps 0.6 lc rgb c_adaptive title sprintf("B = %d", b1), \
-     for [k=2:nb] data using 1:4 with points pt 6 ps 0.8 lw 1.2 lc rgb c_adaptive title sprintf("B = %d", b2)
+     data using 1:3:xtic(int($1) % xtic_step == 0 ? stringcolumn(2) : "") with points pt 7 ps 0.9 lc rgb c_adaptive title sprintf("B = %d", b1), \
+     for [k=2:nb] data using 1:4 with points pt 6 ps 1.3 lw 1.2 lc rgb c_adaptive title sprintf("B = %d", b2)
 @END@
