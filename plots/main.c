@@ -261,7 +261,7 @@ int main(int argc, char **argv) {
     if (!outdir) return die("no figure directory given (-o FIGDIR)");
     /* formats */
     {
-        char fl[64] = "";
+        char fl[32] = "";
         const char *known[] = {"png", "pdf", "svg"};
         for (int k = 0; k < 3; k++)
             if (in_list(formats, known[k])) snprintf(fl + strlen(fl), sizeof fl - strlen(fl), "%s%s", *fl ? " " : "", known[k]);
@@ -394,7 +394,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_made; i++)
         fprintf(stderr, "kvplot: %s/%s.{%s} (data .dat, script .gp)%s%s\n", outdir, figs[i].name, exts,
                 figs[i].note[0] ? "; note: " : "", figs[i].note);
-    fprintf(stderr, "kvplot: %s/figures.pdf (%d pages)\n", outdir, n_made);
+    fprintf(stderr, "kvplot: %s/figures.pdf (%d page%s)\n", outdir, n_made, n_made == 1 ? "" : "s");
     status = 0;
 out:
     free(msgs);
