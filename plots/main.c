@@ -136,6 +136,37 @@ static int in_list(const char *list, const char *name) {
     return 0;
 }
 
+/* The cairo terminals (and svg) this gnuplot must have for the formats asked
+ * for; figures.pdf always needs pdfcairo. */
+static int check_terminals(const kvp_ctx *c, const char *gnuplot, kv_error *err) {
+    char script[PATH_MAX + 32];
+    snprintf(script, sizeof script, "%s/terminals.gp", c->workdir);
+    const char *text = "print GPVAL_TERMINALS\n";
+    if (kvp_write_text(script, text, strlen(text), err)) return -1;
+    char *msgs = NULL;
+    int rc = kvp_gnuplot_run(gnuplot, script, &msgs, err);
+    unlink(script);
+    if (rc) return -1;
+    const char *need[3] = {"pdfcairo", NULL, NULL};
+    int n = 1;
+    if (strstr(c->formats, "png")) need[n++] = "pngcairo";
+    if (strstr(c->formats, "svg")) need[n++] = "svg";
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        size_t l = strlen(need[i]);
+        for (const char *p = msgs; p && (p = strstr(p, need[i])); p += l)
+            if ((p == msgs || p[-1] == ' ' || p[-1] == '\n') && (p[l] == 0 || p[l] == ' ' || p[l] == '\n'))
+                found = 1;
+        if (!found) {
+            free(msgs);
+            return kv_fail(err, "%s has no '%s' terminal; install a gnuplot built with cairo "
+                                "(Debian: apt-get install gnuplot-nox)", gnuplot, need[i]);
+        }
+    }
+    free(msgs);
+    return 0;
+}
+
 /* The multi-page PDF: loads every figure's script with kv_pages set. */
 static int write_figures_gp(const kvp_ctx *c, const kvp_fig *figs, int n, kv_error *err) {
     double hmax = 0;
@@ -304,6 +335,12 @@ int main(int argc, char **argv) {
 
     int status = 1;
     kvp_fig figs[N_FIGS];
+    if (check_terminals(&c, gnuplot, &err)) {
+        die("%s", err.msg);
+        remove_workdir(work);
+        if (created) rmdir(outdir);
+        return 1;
+    }
     int n_made = 0;
     char *msgs = NULL;
     /* 1. data and scripts */

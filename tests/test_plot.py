@@ -319,6 +319,16 @@ try:
     env = dict(os.environ, PATH="/nonexistent")
     expect_error([res, "-o", os.path.join(work, "e7")], "gnuplot not found on PATH", env=env,
                  figdir=os.path.join(work, "e7"))
+    # a gnuplot without the cairo terminals: a clear message before anything is drawn
+    fake = os.path.join(work, "fakebin")
+    os.mkdir(fake)
+    with open(os.path.join(fake, "gnuplot"), "w") as f:
+        f.write("#!/bin/sh\nif grep -q GPVAL_TERMINALS \"$1\"; then echo 'dumb png svg' >&2; exit 0; fi\n"
+                f"exec {shutil.which('gnuplot')} \"$@\"\n")
+    os.chmod(os.path.join(fake, "gnuplot"), 0o755)
+    env = dict(os.environ, PATH=fake + os.pathsep + os.environ["PATH"])
+    expect_error([res, "-o", os.path.join(work, "e9")], "no 'pdfcairo' terminal", env=env,
+                 figdir=os.path.join(work, "e9"))
     # a gnuplot failure: a template with an error -> gnuplot's message, no partial figure
     tpl = os.path.join(work, "tpl")
     shutil.copytree(os.path.join(ROOT, "plots"), tpl, ignore=shutil.ignore_patterns("*.c", "*.h"))
