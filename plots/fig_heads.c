@@ -222,7 +222,7 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     /* the template's layout: panels between 0.14 and 0.83 of the width, gaps
      * of 0.06; 0.45 in above, a row gap and the bottom band below */
     double panel_in = c->width_in * (0.83 - 0.14 - 0.06 * (cols - 1)) / cols;
-    double gap_in = labels ? 0.55 : 0.35;
+    double gap_in = labels ? 0.55 : 0.45;
     f->height_in = 0.45 + rows * panel_in + (rows - 1) * gap_in + gap_in + 0.1;
     rc = kvp_write_data(c, "head_maps.dat", &d, err);
     if (!rc) {

@@ -30,7 +30,7 @@ right = 0.83
 gapx = 0.06
 pw = (right - left - gapx * (ncols - 1)) / ncols    # panel width (figure fraction)
 ph = pw * width_in / height_in                     # square panels
-gapy = (labels ? 0.55 : 0.35) / height_in
+gapy = (labels ? 0.55 : 0.45) / height_in
 top = 1 - 0.45 / height_in
 unset title
 if (strlen(kv_title) > 0) { set label 100 kv_title at screen 0.5, sy(1 - 0.12 / height_in) center noenhanced }
