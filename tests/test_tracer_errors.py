@@ -196,6 +196,8 @@ expect_error("--layers malformed", G + ["--layers", "1-"], "--layers")
 expect_error("--maps-dtype f8", G + ["--maps-dtype", "f8"], "--maps-dtype")
 expect_error("unknown option", G + ["--bogus"], "--bogus")
 expect_error("--model missing", ["--prompts", prompts], "--model")
+expect_error("run larger than --max-memory", G + ["--max-memory", "1K"], "needs about", "--max-memory")
+expect_error("--max-memory malformed", G + ["--max-memory", "lots"], "--max-memory 'lots'")
 
 # an existing output is kept without --force and replaced with it
 out = os.path.join(c.tmp.name, "keep.h5")

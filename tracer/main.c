@@ -31,6 +31,7 @@ typedef struct {
     const char *device;       /* auto, cpu, cuda */
     int threads;
     long max_tokens;          /* 0: the config's max_position_embeddings */
+    double max_memory;        /* bytes; 0: MemAvailable */
     int force;
     const char *special_texts[MAX_SPECIAL_TEXTS];
     int n_special_texts;
@@ -40,7 +41,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace --model DIR [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
-            "               [--max-tokens N]"
+            "               [--max-tokens N] [--max-memory SIZE]"
             " [--special-text STR]... [--device auto|cpu|cuda] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
@@ -61,6 +62,8 @@ static void usage(FILE *f) {
             "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
             "  --device D          auto (default: the GPU when there is one and CUDA was built), cpu or cuda\n"
             "  --threads N         CPU threads (default: all cores)\n"
+            "  --max-memory SIZE   memory the run may use, e.g. 8G or 512M (default: what the system has\n"
+            "                      available); a run that needs more is refused before it starts\n"
             "  --max-tokens N      longest prompt accepted (default: max_position_embeddings); longer\n"
             "                      prompts are an error, never truncated\n"
             "  --special-text STR  flag every occurrence of STR in the token stream as special (repeatable;\n"
@@ -121,6 +124,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"max-tokens", required_argument, 0, 'n'}, {"special-text", required_argument, 0, 's'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'D'}, {"maps-compression", required_argument, 0, 'C'},
+        {"max-memory", required_argument, 0, 'M'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0},
     };
     *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1};
@@ -135,6 +139,21 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'F': o->full_maps = 1; break;
         case 'f': o->force = 1; break;
         case 'l': o->layers_spec = optarg; break;
+        case 'M': {
+            char *end;
+            double v = strtod(optarg, &end);
+            double unit = !strcmp(end, "") || !strcmp(end, "B") ? 1
+                          : !strcmp(end, "K") || !strcmp(end, "KB") ? 1024.0
+                          : !strcmp(end, "M") || !strcmp(end, "MB") ? 1048576.0
+                          : !strcmp(end, "G") || !strcmp(end, "GB") ? 1073741824.0
+                          : !strcmp(end, "T") || !strcmp(end, "TB") ? 1099511627776.0 : -1;
+            if (end == optarg || unit < 0 || !(v > 0)) {
+                fprintf(stderr, "kvtrace: --max-memory '%s': expected a size such as 8G or 512M\n", optarg);
+                return 2;
+            }
+            o->max_memory = v * unit;
+            break;
+        }
         case 'C':
             if (!strcmp(optarg, "deflate")) o->maps_deflate = 1;
             else if (!strcmp(optarg, "none")) o->maps_deflate = 0;
@@ -220,6 +239,49 @@ typedef struct {
     double t_start;
     long tokens_done;
 } trace_ctx;
+
+static void human_bytes(double b, char *out, size_t n) {
+    if (b >= 1073741824.0) snprintf(out, n, "%.1f GiB", b / 1073741824.0);
+    else if (b >= 1048576.0) snprintf(out, n, "%.0f MiB", b / 1048576.0);
+    else snprintf(out, n, "%.0f KiB", b / 1024.0);
+}
+
+/* Host memory a CPU run needs: float32 weights plus the activations of the
+ * longest prompt (tracer/forward.c), against MemAvailable or --max-memory. */
+static int check_memory(const kv_config *c, const kv_prompt_set *ps, const options *o, const kv_kernels *k,
+                        kv_error *err) {
+    if (strcmp(k->name, "cpu")) return 0; /* the GPU backend reports failed device allocations itself */
+    int longest = 0;
+    for (int i = 0; i < ps->n; i++) longest = ps->items[i].n_ids > longest ? ps->items[i].n_ids : longest;
+    double D = c->hidden_size, I = c->intermediate_size, QD = (double)c->n_heads * c->head_dim,
+           KVD = (double)c->n_kv_heads * c->head_dim;
+    double params = c->vocab_size * D * (c->tie_word_embeddings ? 1 : 2) +
+                    c->n_layers * (D * (QD + 2 * KVD) + QD * D + 3 * D * I + 2 * D);
+    double need = params * 4 + (double)kv_forward_bytes(c, longest, o->window);
+    double avail = o->max_memory;
+    const char *source = "--max-memory";
+    if (avail <= 0) {
+        source = "system";
+        FILE *f = fopen("/proc/meminfo", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &avail) == 1) {
+                avail *= 1024;
+                break;
+            }
+        if (f) fclose(f);
+        if (avail <= 0) return 0; /* cannot tell: do not guess */
+    }
+    if (need > avail) {
+        char a[32], b[32];
+        human_bytes(need, a, sizeof a);
+        human_bytes(avail, b, sizeof b);
+        return kv_fail(err, "this run needs about %s of memory (weights as float32 and the activations of a %d-token "
+                            "prompt) but %s %s; use --max-memory to override",
+                       a, longest, b, source[0] == '-' ? "is allowed by --max-memory" : "is available");
+    }
+    return 0;
+}
 
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { interrupted = sig; }
@@ -354,13 +416,23 @@ static int run(const options *o) {
         fprintf(stderr, "kvtrace: %s: already exists (use --force to overwrite)\n", o->out_path);
         return 1;
     }
-    if (!(k = kv_kernels_open(o->device, o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    /* Everything that can be checked without the weights comes first: the
+     * config, the prompts, and whether the run fits in memory. */
+    kv_config cfg0 = {0};
+    char *cfg_path = kv_path_join(o->model_dir, "config.json", &err);
+    int cfg_rc = cfg_path ? kv_config_load(&cfg0, cfg_path, &err) : -1;
+    free(cfg_path);
+    if (cfg_rc) goto fail;
+    if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail_cfg;
+    if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail_cfg;
+    if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail_cfg;
+    long max_tokens = o->max_tokens ? o->max_tokens : cfg0.max_position_embeddings;
+    if (prepare_prompts(&ps, tok, tok_path, &cfg0, max_tokens, &err)) goto fail_cfg;
+    if (!(k = kv_kernels_open(o->device, o->threads, &err))) goto fail_cfg;
+    if (check_memory(&cfg0, &ps, o, k, &err)) goto fail_cfg;
+    kv_config_free(&cfg0);
+    if (build_model(&m, o->model_dir, k, &err)) goto fail;
     const kv_config *c = &m.cfg;
-    if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail;
-    if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;
-    if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
-    long max_tokens = o->max_tokens ? o->max_tokens : c->max_position_embeddings;
-    if (prepare_prompts(&ps, tok, tok_path, c, max_tokens, &err)) goto fail;
 
     mask = kv_malloc(c->n_layers, &err);
     slot_of_layer = kv_malloc(c->n_layers * sizeof(int), &err);
@@ -414,6 +486,8 @@ static int run(const options *o) {
                 n_traced);
     rc = 0;
     goto done;
+fail_cfg:
+    kv_config_free(&cfg0);
 fail:
     if (isatty(2)) fprintf(stderr, "\n");
     fprintf(stderr, "kvtrace: %s\n", err.msg);
