@@ -126,25 +126,23 @@ int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P) {
 
 /* out[r, :] = sum_h (X_h[r, :] V_g(h)) W_h^O^T for X [H, R, N]: one gemm per KV
  * head over its G stacked query heads ([G*R, N] x [N, hd]), a transpose into
- * [R, H*hd] (UH), then one gemm with Wo^T. Result in c->out [R, D]. */
-static void project(kv_loss_ctx *c, const double *X, double *UH) {
+ * [R, H*hd], then one gemm with Wo^T. Result in c->out [R, D]. */
+static void project(kv_loss_ctx *c, const float *X) {
     int H = c->H, R = c->R, N = c->N, hd = c->hd, D = c->D, KVH = c->KVH, G = H / KVH, Hd = H * hd;
     for (int g = 0; g < KVH; g++)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, G * R, hd, N, 1.0, X + (size_t)g * G * R * N, N,
-                    c->V + (size_t)g * N * hd, hd, 0.0, c->Ustack + (size_t)g * G * R * hd, hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, G * R, hd, N, 1.0f, X + (size_t)g * G * R * N, N,
+                    c->V + (size_t)g * N * hd, hd, 0.0f, c->Ustack + (size_t)g * G * R * hd, hd);
     for (int h = 0; h < H; h++)
         for (int r = 0; r < R; r++)
-            memcpy(UH + (size_t)r * Hd + (size_t)h * hd, c->Ustack + ((size_t)h * R + r) * hd, (size_t)hd * sizeof *UH);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, Hd, 1.0, UH, Hd, c->Wo, Hd, 0.0, c->out, D);
+            memcpy(c->U + (size_t)r * Hd + (size_t)h * hd, c->Ustack + ((size_t)h * R + r) * hd,
+                   (size_t)hd * sizeof *c->U);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, Hd, 1.0f, c->U, Hd, c->Wo, Hd, 0.0f, c->out, D);
 }
 
 void kv_loss_ctx_free(kv_loss_ctx *c) {
     free(c->A);
-    free(c->V);
-    free(c->Wo);
     free(c->C_h);
     free(c->y_norm);
-    free(c->Y);
     free(c->U);
     free(c->Ustack);
     free(c->Dm);
@@ -161,33 +159,28 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
     c->P = c->Nc - w;
     c->R = future_q ? future_q : w;
     c->row0 = future_q ? c->Nc : c->Nc - w;
+    c->V = values;
+    c->Wo = wo;
     int R = c->R, G = H / KVH, Hd = H * hd;
-    c->A = kv_malloc((size_t)H * R * N * sizeof(double), err);
-    c->V = kv_malloc((size_t)KVH * N * hd * sizeof(double), err);
-    c->Wo = kv_malloc((size_t)D * Hd * sizeof(double), err);
+    c->A = kv_malloc((size_t)H * R * N * sizeof(float), err);
     c->C_h = kv_calloc((size_t)H, sizeof(double), err);
     c->y_norm = kv_calloc((size_t)R, sizeof(double), err);
-    c->Y = kv_malloc((size_t)R * Hd * sizeof(double), err);
-    c->U = kv_malloc((size_t)R * Hd * sizeof(double), err);
-    c->Ustack = kv_malloc((size_t)H * R * hd * sizeof(double), err);
-    c->Dm = kv_malloc((size_t)H * R * N * sizeof(double), err);
-    c->out = kv_malloc((size_t)R * D * sizeof(double), err);
+    c->U = kv_malloc((size_t)R * Hd * sizeof(float), err);
+    c->Ustack = kv_malloc((size_t)H * R * hd * sizeof(float), err);
+    c->Dm = kv_malloc((size_t)H * R * N * sizeof(float), err);
+    c->out = kv_malloc((size_t)R * D * sizeof(float), err);
     c->F = kv_malloc((size_t)H * R * sizeof(double), err);
     float *M = kv_malloc((size_t)N * D * sizeof(float), err);
-    if (!c->A || !c->V || !c->Wo || !c->C_h || !c->y_norm || !c->Y || !c->U || !c->Ustack || !c->Dm || !c->out || !c->F || !M) {
+    if (!c->A || !c->C_h || !c->y_norm || !c->U || !c->Ustack || !c->Dm || !c->out || !c->F || !M) {
         free(M);
         kv_loss_ctx_free(c);
         return -1;
     }
     int wrow0 = N - Wp;
     for (int h = 0; h < H; h++)
-        for (int r = 0; r < R; r++) {
-            const float *a = win + ((size_t)h * Wp + (c->row0 + r - wrow0)) * N;
-            double *o = c->A + ((size_t)h * R + r) * N;
-            for (int j = 0; j < N; j++) o[j] = a[j];
-        }
-    for (size_t k = 0; k < (size_t)KVH * N * hd; k++) c->V[k] = values[k];
-    for (size_t k = 0; k < (size_t)D * Hd; k++) c->Wo[k] = wo[k];
+        for (int r = 0; r < R; r++)
+            memcpy(c->A + ((size_t)h * R + r) * N, win + ((size_t)h * Wp + (c->row0 + r - wrow0)) * N,
+                   (size_t)N * sizeof(float));
 
     /* C_h = max over positions n of ||V_g[n] (W_h^O)^T||_1 */
     for (int h = 0; h < H; h++) {
@@ -208,10 +201,10 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
     free(M);
 
     /* y = sum_h A_h V_g W_h^O */
-    project(c, c->A, c->Y);
+    project(c, c->A);
     for (int r = 0; r < R; r++) {
         double s = 0;
-        for (int d = 0; d < D; d++) s += fabs(c->out[(size_t)r * D + d]);
+        for (int d = 0; d < D; d++) s += fabsf(c->out[(size_t)r * D + d]);
         c->y_norm[r] = s;
     }
     return 0;
@@ -228,21 +221,21 @@ void kv_loss_eval(kv_loss_ctx *c, const uint8_t *keep, kv_loss *out) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int h = 0; h < H; h++)
         for (int r = 0; r < R; r++) {
-            const double *a = c->A + ((size_t)h * R + r) * N;
-            double *d = c->Dm + ((size_t)h * R + r) * N;
+            const float *a = c->A + ((size_t)h * R + r) * N;
+            float *d = c->Dm + ((size_t)h * R + r) * N;
             const uint8_t *k = keep + (size_t)(h / G) * P;
             double F = 0;
-            for (int j = 0; j < P; j++) F += k[j] ? a[j] : 0.0;
+            for (int j = 0; j < P; j++) F += k[j] ? (double)a[j] : 0.0;
             for (int j = P < 0 ? 0 : P; j < N; j++) F += a[j];
             c->F[(size_t)h * R + r] = F;
-            double f = F > 0 ? 1.0 - 1.0 / F : 0.0; /* F = 0: Ahat = 0 */
-            for (int j = 0; j < P; j++) d[j] = k[j] ? a[j] * f : a[j];
-            for (int j = P < 0 ? 0 : P; j < N; j++) d[j] = F > 0 ? a[j] * f : a[j];
+            double f = F > 0 ? 1.0 - 1.0 / F : 0.0; /* F = 0: Ahat = 0, D = A */
+            for (int j = 0; j < P; j++) d[j] = k[j] ? (float)(a[j] * f) : a[j];
+            for (int j = P < 0 ? 0 : P; j < N; j++) d[j] = F > 0 ? (float)(a[j] * f) : a[j];
         }
-    project(c, c->Dm, c->U);
+    project(c, c->Dm);
     for (int r = 0; r < R; r++) {
         double l1 = 0;
-        for (int d = 0; d < D; d++) l1 += fabs(c->out[(size_t)r * D + d]);
+        for (int d = 0; d < D; d++) l1 += fabsf(c->out[(size_t)r * D + d]);
         double sb = 0, sbh = 0, sk = 0;
         for (int h = 0; h < H; h++) {
             double F = c->F[(size_t)h * R + r];

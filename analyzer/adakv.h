@@ -55,22 +55,24 @@ typedef struct {
     double bound, bound_per_head, actual_l1, relative_l1, kept_mass;
 } kv_loss;
 
-/* Per-layer state for the loss: built once per layer, evaluated per mask. */
+/* Per-layer state for the loss: built once per layer, evaluated per mask.
+ * Products run in float (BLAS sgemm) on the differences A - Ahat directly;
+ * masses and norms are accumulated in double. V and Wo point into the
+ * caller's buffers, which must outlive the context. */
 typedef struct {
     int H, KVH, hd, D, N;
     int Nc, w, P, R;   /* context length, window, prefix length, evaluation rows */
     int row0;          /* first evaluation query position */
-    double *A;         /* [H, R, N] evaluation rows */
-    double *V;         /* [KVH, N, hd] */
-    double *Wo;        /* [D, H*hd] */
+    float *A;          /* [H, R, N] evaluation rows */
+    const float *V;    /* [KVH, N, hd] */
+    const float *Wo;   /* [D, H*hd] */
     double *C_h;       /* [H] max_n ||V_g[n] W_h^O||_1 */
     double C;          /* max_h C_h */
     double *y_norm;    /* [R] ||y||_1 */
-    double *Y;         /* [R, H*hd] sum_j A_h[i,j] V_g[j] per head */
-    double *U;         /* [R, H*hd] scratch */
-    double *Ustack;    /* [H, R, hd] scratch */
-    double *Dm;        /* [R, N] scratch */
-    double *out;       /* [R, D] scratch */
+    float *U;          /* [R, H*hd] scratch */
+    float *Ustack;     /* [H, R, hd] scratch */
+    float *Dm;         /* [H, R, N] scratch */
+    float *out;        /* [R, D] scratch */
     double *F;         /* [H, R] scratch */
 } kv_loss_ctx;
 
