@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             " [--special-text STR]... [--device auto|cpu|cuda] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
+            "       kvtrace devices     (which backends this build has and the GPUs they find)\n"
             "\n"
             "Runs the model's forward pass (CPU or NVIDIA GPU) and writes every head's attention into an HDF5\n"
             "trace (format: docs/trace-format.md).\n"
@@ -506,8 +507,18 @@ done:
     return rc;
 }
 
+/* `kvtrace devices`: which backends this build has and what they find. */
+static int devices_main(void) {
+    printf("cpu: available\n");
+    if (!kv_cuda_built()) printf("cuda: not built (nvcc was not found at build time, or CUDA=0)\n");
+    else if (kv_cuda_device_count() == 0) printf("cuda: built, no GPU found\n");
+    else printf("cuda: built, %d GPU(s)\n", kv_cuda_device_count());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return kv_tokenize_main(argc - 1, argv + 1);
+    if (argc == 2 && !strcmp(argv[1], "devices")) return devices_main();
     options o;
     int r = parse_options(argc, argv, &o);
     if (r) return r < 0 ? 0 : r;
