@@ -32,7 +32,9 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"id": f"p{i}", "input_ids": ids}) + "\n")
 PY
 bin/kvtrace --model "$MODEL" --prompts "$OUT/prompts.jsonl" -o "$OUT/trace.h5" --full-maps --force
-bin/kvanalyze "$OUT/trace.h5" -o "$OUT/results" --force
+bin/kvanalyze "$OUT/trace.h5" -o "$OUT/results" --threshold 0.9,0.93,0.95,0.97,0.98 --force
+bin/kvplot "$OUT/results" --trace "$OUT/trace.h5" -o "$OUT/figures" --force
 echo
 echo "trace:   $OUT/trace.h5   (format: docs/trace-format.md)"
 echo "results: $OUT/results/   (definitions and columns: docs/analyzer.md)"
+echo "figures: $OUT/figures/   (docs/plots.md; figures.pdf has them all)"
