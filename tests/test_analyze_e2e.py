@@ -1,0 +1,75 @@
+"""kvtrace -> kvanalyze: traces written by the C tracer (our writer, float32
+and float16 maps, deflate and uncompressed, a sliding-window model, a
+window-only trace) are read by kvanalyze, and its numbers match the numpy
+implementation (tests/analyzer/kvref.py) on the same files."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "analyzer"))
+from common import ROOT, need_tool, read_csv, run, tmpdir  # noqa: E402
+import kvref  # noqa: E402
+
+need_tool()
+KVTRACE = os.path.join(ROOT, "bin", "kvtrace")
+if not os.access(KVTRACE, os.X_OK):
+    print(f"skipped: {KVTRACE} is not built")
+    sys.exit(77)
+
+d = tmpdir()
+prompts = os.path.join(d, "p.jsonl")
+rng = np.random.default_rng(3)
+with open(prompts, "w") as f:
+    for pid, n in (("a", 90), ("b", 71)):
+        f.write(json.dumps({"id": pid, "input_ids": [int(x) for x in rng.integers(3, 100, n)]}) + "\n")
+
+fail = 0
+cases = [
+    ("llama_gqa_tied", ["--full-maps"]),
+    ("llama_gqa_tied", ["--full-maps", "--maps-dtype", "f16", "--maps-compression", "none"]),
+    ("mistral_sliding", ["--full-maps", "--maps-dtype", "f16"]),
+    ("llama_mha", []),
+]
+for variant, targs in cases:
+    model = os.path.join(d, variant)
+    if not os.path.isdir(model):
+        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "ref", "checkpoints.py"), variant, model], check=True)
+    trace = os.path.join(d, "t.h5")
+    p = subprocess.run([KVTRACE, "--model", model, "--prompts", prompts, "-o", trace, "--window", "64", "--force",
+                        "--threads", "1"] + targs, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"FAIL {variant} {targs}: kvtrace: {p.stderr.strip()}")
+        fail += 1
+        continue
+    out = os.path.join(d, "out")
+    shutil.rmtree(out, ignore_errors=True)
+    run([trace, "-o", out, "-t", "0.8,0.95", "-b", "40,56,200", "--eval", "future:8", "--obs-window", "16"])
+    ref = kvref.analyze(trace, thresholds=[0.8, 0.95], budgets=[40, 56, 200], Q=8, w=16)
+    bad = 0
+    got = read_csv(os.path.join(out, "fastgen_heads.csv"))
+    bad += len(got) != len(ref["fastgen"])
+    for g, r in zip(got, ref["fastgen"]):
+        bad += g["policy"] != r["policy"] or g["rows"] != r["rows"]
+        bad += any(abs(float(g[k]) - r[k]) > 1e-5 for k in ("rec_special", "rec_punct", "rec_frequent", "rec_local"))
+    got = read_csv(os.path.join(out, "eviction_loss.csv"))
+    bad += len(got) != len(ref["loss"])
+    for g, r in zip(got, ref["loss"]):
+        for k in ("bound", "bound_per_head", "actual_l1", "relative_l1", "kept_mass"):
+            if abs(float(g[k]) - r[k]) > 1e-6 + 2e-4 * abs(r[k]):
+                bad += 1
+                if bad < 4:
+                    print(f"  {variant} {g['prompt']} L{g['layer']} {g['allocation']} B={g['budget']} {k}: "
+                          f"{g[k]} vs {r[k]}")
+    rows = {r["rows"] for r in read_csv(os.path.join(out, "fastgen_heads.csv"))}
+    want_rows = {"all"} if "--full-maps" in targs else {"window"}
+    bad += rows != want_rows
+    print(f"{'ok  ' if not bad else 'FAIL'} {variant} {' '.join(targs) or '(window only)'}: "
+          f"{len(ref['fastgen']) + len(ref['loss'])} rows, {bad} mismatches")
+    fail += bad > 0
+shutil.rmtree(d)
+sys.exit(1 if fail else 0)
