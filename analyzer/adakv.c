@@ -124,6 +124,8 @@ int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P) {
 
 /* ------------------------------------------------------------------ loss */
 
+#define CH_BLOCK 1024
+
 /* out[r, :] = sum_h (X_h[r, :] V_g(h)) W_h^O^T for X [H, R, N]: one gemm per KV
  * head over its G stacked query heads ([G*R, N] x [N, hd]), a transpose into
  * [R, H*hd], then one gemm with Wo^T. Result in c->out [R, D]. */
@@ -170,7 +172,7 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
     c->Dm = kv_malloc((size_t)H * R * N * sizeof(float), err);
     c->out = kv_malloc((size_t)R * D * sizeof(float), err);
     c->F = kv_malloc((size_t)H * R * sizeof(double), err);
-    float *M = kv_malloc((size_t)N * D * sizeof(float), err);
+    float *M = kv_malloc((size_t)(N < CH_BLOCK ? N : CH_BLOCK) * D * sizeof(float), err);
     if (!c->A || !c->C_h || !c->y_norm || !c->U || !c->Ustack || !c->Dm || !c->out || !c->F || !M) {
         free(M);
         kv_loss_ctx_free(c);
@@ -182,18 +184,22 @@ int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *val
             memcpy(c->A + ((size_t)h * R + r) * N, win + ((size_t)h * Wp + (c->row0 + r - wrow0)) * N,
                    (size_t)N * sizeof(float));
 
-    /* C_h = max over positions n of ||V_g[n] (W_h^O)^T||_1 */
+    /* C_h = max over positions n of ||V_g[n] (W_h^O)^T||_1, in blocks of
+     * CH_BLOCK positions so that M stays small for long prompts */
     for (int h = 0; h < H; h++) {
         const float *Vg = values + (size_t)(h / G) * N * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, D, hd, 1.0f, Vg, hd, wo + (size_t)h * hd, Hd,
-                    0.0f, M, D);
         double best = 0;
+        for (int n0 = 0; n0 < N; n0 += CH_BLOCK) {
+            int nb = N - n0 < CH_BLOCK ? N - n0 : CH_BLOCK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, D, hd, 1.0f, Vg + (size_t)n0 * hd, hd,
+                        wo + (size_t)h * hd, Hd, 0.0f, M, D);
 #pragma omp parallel for reduction(max : best)
-        for (int n = 0; n < N; n++) {
-            double s = 0;
-            const float *m = M + (size_t)n * D;
-            for (int d = 0; d < D; d++) s += fabsf(m[d]);
-            if (s > best) best = s;
+            for (int n = 0; n < nb; n++) {
+                double s = 0;
+                const float *m = M + (size_t)n * D;
+                for (int d = 0; d < D; d++) s += fabsf(m[d]);
+                if (s > best) best = s;
+            }
         }
         c->C_h[h] = best;
         if (best > c->C) c->C = best;
