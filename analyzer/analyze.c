@@ -70,71 +70,73 @@ static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
 
 /* ------------------------------------------------------------ FastGen */
 
-static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, int rows_all, const float *maps, int row0,
-                         int nrows, kv_error *err) {
+/* Profiles every query head and KV head of one layer. With full maps the
+ * layer is read one KV group at a time (G = H/KVH heads of [N, N]) into maps,
+ * so memory holds one group's maps, not the layer's; without, the window rows
+ * already in R->win are used. Rows of one map are spread over threads. */
+static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, float *maps, kv_error *err) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
-    int H = t->n_heads, KVH = t->n_kv_heads, G = H / KVH, N = p->n_tokens;
+    int H = t->n_heads, KVH = t->n_kv_heads, G = H / KVH, N = p->n_tokens, Wp = p->window_rows;
     int ntask = H + KVH;
+    int rows_all = p->has_attn, row0 = rows_all ? 0 : N - Wp, nrows = rows_all ? N : Wp;
+    size_t n = (size_t)nrows * N;
     kv_fastgen_result *res = kv_calloc((size_t)ntask, sizeof *res, err);
-    if (!res) return -1;
-    int oom = 0;
-#pragma omp parallel
-    {
-        int *cls = malloc((size_t)N * sizeof *cls);
-        float *comb = G > 1 ? malloc((size_t)nrows * N * sizeof *comb) : NULL;
-        float *ccs = malloc((size_t)N * sizeof *ccs);
-        if (!cls || !ccs || (G > 1 && !comb)) {
-#pragma omp atomic write
-            oom = 1;
-        } else {
-#pragma omp for schedule(dynamic, 1)
-            for (int task = 0; task < ntask; task++) {
-                if (task < H) {
-                    kv_fastgen_profile(maps + (size_t)task * nrows * N, row0, nrows, N, p->flags,
-                                       R->colsum + (size_t)task * N, &o->fg, cls, &res[task]);
-                    continue;
-                }
-                int g = task - H;
-                const float *m = maps + (size_t)g * G * nrows * N;
-                const float *cs = R->colsum + (size_t)g * G * N;
-                if (G > 1) {
-                    size_t n = (size_t)nrows * N;
-                    memcpy(comb, m, n * sizeof *comb);
-                    memcpy(ccs, cs, (size_t)N * sizeof *ccs);
-                    for (int q = 1; q < G; q++) {
-                        const float *mq = m + (size_t)q * n, *cq = cs + (size_t)q * N;
-                        if (o->gqa_max) {
-                            for (size_t k = 0; k < n; k++) comb[k] = mq[k] > comb[k] ? mq[k] : comb[k];
-                            for (int j = 0; j < N; j++) ccs[j] = cq[j] > ccs[j] ? cq[j] : ccs[j];
-                        } else {
-                            for (size_t k = 0; k < n; k++) comb[k] += mq[k];
-                            for (int j = 0; j < N; j++) ccs[j] += cq[j];
-                        }
-                    }
-                    if (!o->gqa_max) {
-                        float inv = 1.0f / G;
-                        for (size_t k = 0; k < n; k++) comb[k] *= inv;
-                        for (int j = 0; j < N; j++) ccs[j] *= inv;
-                    }
-                    m = comb;
-                    cs = ccs;
-                }
-                kv_fastgen_profile(m, row0, nrows, N, p->flags, cs, &o->fg, cls, &res[task]);
+    int *cls = kv_malloc((size_t)N * sizeof *cls, err);
+    float *comb = G > 1 ? kv_malloc(n * sizeof *comb, err) : NULL;
+    float *ccs = kv_malloc((size_t)N * sizeof *ccs, err);
+    int rc = (!res || !cls || !ccs || (G > 1 && !comb)) ? -1 : 0;
+    for (int g = 0; !rc && g < KVH; g++) {
+        const float *m = R->win + (size_t)g * G * n;
+        if (rows_all) {
+            double t0 = omp_get_wtime();
+            rc = kv_prompt_read_attn(p, li, g * G, G, maps, err);
+            R->t_read += omp_get_wtime() - t0;
+            R->t_fastgen -= omp_get_wtime() - t0; /* the caller times the whole call */
+            if (rc) break;
+            m = maps;
+        }
+        for (int q = 0; q < G; q++) {
+            int h = g * G + q;
+            kv_fastgen_profile(m + (size_t)q * n, row0, nrows, N, p->flags, R->colsum + (size_t)h * N, &o->fg,
+                               cls, &res[h]);
+        }
+        if (G == 1) { /* the combined map is the head's own map */
+            res[H + g] = res[g];
+            continue;
+        }
+        const float *cs = R->colsum + (size_t)g * G * N;
+        memcpy(comb, m, n * sizeof *comb);
+        memcpy(ccs, cs, (size_t)N * sizeof *ccs);
+        for (int q = 1; q < G; q++) {
+            const float *mq = m + (size_t)q * n, *cq = cs + (size_t)q * N;
+            if (o->gqa_max) {
+#pragma omp parallel for schedule(static)
+                for (size_t k = 0; k < n; k++) comb[k] = mq[k] > comb[k] ? mq[k] : comb[k];
+                for (int j = 0; j < N; j++) ccs[j] = cq[j] > ccs[j] ? cq[j] : ccs[j];
+            } else {
+#pragma omp parallel for schedule(static)
+                for (size_t k = 0; k < n; k++) comb[k] += mq[k];
+                for (int j = 0; j < N; j++) ccs[j] += cq[j];
             }
         }
-        free(cls);
-        free(comb);
-        free(ccs);
+        if (!o->gqa_max) {
+            float inv = 1.0f / G;
+#pragma omp parallel for schedule(static)
+            for (size_t k = 0; k < n; k++) comb[k] *= inv;
+            for (int j = 0; j < N; j++) ccs[j] *= inv;
+        }
+        kv_fastgen_profile(comb, row0, nrows, N, p->flags, ccs, &o->fg, cls, &res[H + g]);
     }
-    if (oom) {
+    free(cls);
+    free(comb);
+    free(ccs);
+    if (!rc && res[0].rows_used == 0)
+        rc = kv_fail(err, "%s: prompt '%s': --skip-rows %d leaves no query rows to profile", t->path, p->id,
+                     o->fg.skip_rows);
+    if (rc) {
         free(res);
-        return kv_fail(err, "out of memory in FastGen profiling");
-    }
-    if (res[0].rows_used == 0) {
-        free(res);
-        return kv_fail(err, "%s: prompt '%s': --skip-rows %d leaves no query rows to profile", t->path, p->id,
-                       o->fg.skip_rows);
+        return -1;
     }
     FILE *fp = R->out.f[OUT_FASTGEN].fp;
     kv_agg *a = &R->agg;
@@ -257,7 +259,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
-        (p->has_attn && ensure(&maps, &cap_maps, (size_t)H * N * N * sizeof(float), err)))
+        (p->has_attn && ensure(&maps, &cap_maps, (size_t)(H / KVH) * N * N * sizeof(float), err)))
         rc = -1;
     R->win = win, R->colsum = cs, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
     R->head_order = o1, R->all_order = o2, R->keep = kp, R->counts = cn;
@@ -267,14 +269,12 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     for (int li = 0; !rc && li < t->L; li++) {
         double t0 = omp_get_wtime();
         if (kv_prompt_read_colsum(p, li, R->colsum, err) || kv_prompt_read_window(p, li, R->win, err) ||
-            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err) ||
-            (p->has_attn && kv_prompt_read_attn(p, li, 0, H, maps, err))) {
+            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err)) {
             rc = -1;
             break;
         }
         double t1 = omp_get_wtime();
-        if (p->has_attn) rc = fastgen_layer(R, p, li, 1, maps, 0, N, err);
-        else rc = fastgen_layer(R, p, li, 0, R->win, N - Wp, Wp, err);
+        rc = fastgen_layer(R, p, li, maps, err); /* reads attn, adds that to t_read */
         double t2 = omp_get_wtime();
         if (!rc) rc = adakv_layer(R, p, li, err);
         double t3 = omp_get_wtime();

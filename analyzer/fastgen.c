@@ -58,8 +58,10 @@ void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_
     for (int j = 0; j < N; j++)
         for (int c = 0; c < 4; c++) mask[(size_t)c * N + j] = (cls[j] == c);
     const float *m0 = mask, *m1 = mask + N, *m2 = mask + 2 * (size_t)N, *m3 = mask + 3 * (size_t)N;
-    double acc[4] = {0, 0, 0, 0};
+    double acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
     int used = 0;
+    /* rows in parallel (row i costs O(i): dynamic schedule) */
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : acc0, acc1, acc2, acc3, used)
     for (int r = 0; r < nrows; r++) {
         int i = row0 + r;
         if (i < p->skip_rows) continue;
@@ -75,12 +77,13 @@ void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_
         }
 #pragma omp simd reduction(+ : s3)
         for (int j = lo; j <= i; j++) s3 += a[j] * m3[j];
-        acc[0] += s0;
-        acc[1] += (double)s0 + s1;
-        acc[2] += (double)s0 + s1 + s2;
-        acc[3] += (double)s0 + s1 + s2 + s3;
+        acc0 += s0;
+        acc1 += (double)s0 + s1;
+        acc2 += (double)s0 + s1 + s2;
+        acc3 += (double)s0 + s1 + s2 + s3;
         used++;
     }
+    double acc[4] = {acc0, acc1, acc2, acc3};
     free(mask);
     out->rows_used = used;
     for (int k = 0; k < 4; k++) out->recovery[k] = used ? acc[k] / used : 0.0;
