@@ -51,7 +51,11 @@ def main():
     best = None
     for _ in range(a.repeat):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([os.path.join(ROOT, "bin", "kvanalyze"), a.trace, "-o", out, "--force",
+        # /usr/bin/time measures the peak RSS: a child forked from this (large)
+        # Python process would inherit its high-water mark
+        rss_file = os.path.join(out, ".rss")
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file,
+                                 os.path.join(ROOT, "bin", "kvanalyze"), a.trace, "-o", out, "--force",
                                  "--threads", str(a.threads), "--timings"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         _, status, ru = os.wait4(proc.pid, 0)
@@ -59,14 +63,15 @@ def main():
         timings = proc.stderr.read().strip()
         if status != 0:
             sys.exit("kvanalyze failed: " + timings)
+        rss = int(open(rss_file).read().split()[-1]) / 1024
         if best is None or t < best[0]:
-            best = (t, ru, timings)
-    t_c, ru, timings = best
+            best = (t, ru, timings, rss)
+    t_c, ru, timings, rss_c = best
     cpu_c = ru.ru_utime + ru.ru_stime
-    rss_c = ru.ru_maxrss / 1024
     layer_bytes = attn_bytes / len(pids) / L
     print(f"kvanalyze ({a.threads} threads, best of {a.repeat}): {t_c:.2f} s wall, {cpu_c:.2f} s CPU, "
-          f"peak RSS {rss_c:.0f} MiB (one layer's attn = {layer_bytes / 2**20:.0f} MiB), "
+          f"peak RSS {rss_c:.0f} MiB (maps: one layer {layer_bytes / 2**20:.0f} MiB, "
+          f"one KV group {layer_bytes / KVH / 2**20:.0f} MiB), "
           f"attention rate {attn_bytes / t_c / 2**20:.0f} MiB/s")
     print("  " + timings)
     if a.skip_numpy:
