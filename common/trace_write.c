@@ -1,26 +1,45 @@
 #include "common/trace_write.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/dtype.h"
 #include "common/fileio.h"
 #include "common/trace.h"
 
+typedef struct {
+    char *id;
+    char *file;                /* part file name inside the parts directory */
+    int index;
+} done_prompt;
+
 struct kv_trace_writer {
     kv_trace_meta meta;
-    char *path, *tmp_path;
-    hid_t file;
+    char *path;                /* the final trace */
+    char *parts;               /* path.parts */
+    char *index_path;          /* parts/index.h5 */
+    char *settings;            /* what a resumed run must match */
+    int created_parts;         /* this run made the parts directory */
+    int resumed;
     hid_t f16;                 /* IEEE half type */
-    int n_prompts;
-    /* current prompt */
-    hid_t group, d_colsum, d_window, d_values, d_attn;
+    hid_t mfile;               /* model.h5.tmp while open, else -1 */
+    done_prompt *done;         /* completed prompts, in index order */
+    int n_done, cap_done;
+    /* the prompt in flight */
+    hid_t pfile, group, d_colsum, d_window, d_values, d_attn;
+    char *ptmp, *pname;
+    char *pid;
     int n, wrows;
     void *map_buf;             /* [KV_TRACE_MAP_BLOCK, N] f32 or f16 */
 };
+
+/* ---- small HDF5 helpers ---------------------------------------------------- */
 
 static hid_t utf8_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
@@ -39,12 +58,31 @@ static int attr_str(hid_t loc, const char *name, const char *value) {
     return rc;
 }
 
+/* Reads a variable-length string attribute into a malloc'd string (NULL if absent). */
+static char *read_attr_str(hid_t loc, const char *name) {
+    if (H5Aexists(loc, name) <= 0) return NULL;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = utf8_type();
+    char *v = NULL, *out = NULL;
+    if (a >= 0 && H5Aread(a, t, &v) >= 0 && v) out = strdup(v);
+    if (v) H5free_memory(v);
+    if (a >= 0) H5Aclose(a);
+    H5Tclose(t);
+    return out;
+}
+
 static int attr_int(hid_t loc, const char *name, int value) {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
     int rc = a < 0 || H5Awrite(a, H5T_NATIVE_INT, &value) < 0 ? -1 : 0;
     if (a >= 0) H5Aclose(a);
     H5Sclose(sp);
+    return rc;
+}
+
+static int read_attr_int(hid_t loc, const char *name, int *value) {
+    hid_t a = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    int rc = a < 0 || H5Aread(a, H5T_NATIVE_INT, value) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
     return rc;
 }
 
@@ -66,8 +104,7 @@ static hid_t make_dataset(hid_t loc, const char *name, hid_t type, int rank, con
     return d;
 }
 
-/* Writes a block [count] at [start] of a dataset, memory space shaped like
- * the selection. */
+/* Writes a block [count] at [start], memory space shaped like the selection. */
 static int write_block(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count,
                        const void *buf) {
     hid_t fs = H5Dget_space(d);
@@ -88,7 +125,180 @@ static int write_all(hid_t loc, const char *name, hid_t filetype, hid_t memtype,
     return r < 0 ? -1 : 0;
 }
 
-kv_trace_writer *kv_trace_create(const char *path, int force, const kv_trace_meta *meta, kv_error *err) {
+static char *parts_file(const kv_trace_writer *w, const char *name) { return kv_path_join(w->parts, name, NULL); }
+
+/* The file attributes of docs/trace-format.md (model.h5, index.h5, the final file). */
+static int write_root_attrs(hid_t root, const kv_trace_meta *m) {
+    return attr_str(root, "format", KV_TRACE_FORMAT) || attr_int(root, "format_version", KV_TRACE_FORMAT_VERSION) ||
+                   attr_str(root, "model", m->model_name) || attr_str(root, "config_json", m->config_json) ||
+                   attr_str(root, "created_by", m->created_by) || attr_int(root, "window", m->window) ||
+                   attr_int(root, "full_maps", m->full_maps)
+               ? -1
+               : 0;
+}
+
+/* Everything that changes a trace's content besides the prompts. */
+static char *settings_of(const kv_trace_meta *m) {
+    size_t cap = 256 + (size_t)m->n_traced * 12;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    int k = snprintf(s, cap, "model %s, window %d, full maps %s, layers ", m->model_name, m->window,
+                     !m->full_maps ? "no" : m->maps_f16 ? (m->maps_deflate ? "f16 deflate" : "f16 raw")
+                                                         : (m->maps_deflate ? "f32 deflate" : "f32 raw"));
+    for (int i = 0; i < m->n_traced && k < (int)cap - 12; i++) k += snprintf(s + k, cap - k, i ? ",%d" : "%d", m->layers[i]);
+    return s;
+}
+
+/* ---- the parts directory --------------------------------------------------- */
+
+static int remove_parts_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = kv_path_join(dir, e->d_name, NULL);
+        if (p) unlink(p);
+        free(p);
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+int kv_trace_remove_parts(const char *parts_dir) { return remove_parts_dir(parts_dir); }
+
+static int add_done(kv_trace_writer *w, const char *id, const char *file, int index) {
+    if (w->n_done == w->cap_done) {
+        int cap = w->cap_done ? 2 * w->cap_done : 16;
+        done_prompt *p = realloc(w->done, cap * sizeof *p);
+        if (!p) return -1;
+        w->done = p;
+        w->cap_done = cap;
+    }
+    w->done[w->n_done++] = (done_prompt){strdup(id), strdup(file), index};
+    return 0;
+}
+
+static int cmp_done(const void *a, const void *b) { return ((const done_prompt *)a)->index - ((const done_prompt *)b)->index; }
+
+typedef struct { char name[KV_PROMPT_ID_MAX + 1]; int count; } first_child;
+static herr_t take_child(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    (void)g, (void)info;
+    first_child *c = op;
+    if (c->count++ == 0) snprintf(c->name, sizeof c->name, "%s", name);
+    return 0;
+}
+
+/* Reads an interrupted run's parts: checks its settings, lists its prompts,
+ * drops unfinished temporary files. */
+static int load_parts(kv_trace_writer *w, kv_error *err) {
+    char *model = parts_file(w, "model.h5");
+    hid_t f = model ? H5Fopen(model, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+    free(model);
+    if (f < 0) return 1; /* killed before the model file was complete: nothing to resume */
+    char *settings = read_attr_str(f, "run_settings"), *config = read_attr_str(f, "config_json");
+    H5Fclose(f);
+    int rc = 0;
+    if (!settings || !config) {
+        rc = kv_fail(err, "%s: not a kvtrace parts directory (no run settings in model.h5)", w->parts);
+    } else if (strcmp(config, w->meta.config_json)) {
+        rc = kv_fail(err, "--resume: the interrupted run in %s traced a model with a different config.json", w->parts);
+    } else if (strcmp(settings, w->settings)) {
+        rc = kv_fail(err, "--resume: the interrupted run in %s used other settings (%s; now %s)", w->parts, settings,
+                     w->settings);
+    }
+    free(settings);
+    free(config);
+    if (rc) return -1;
+    DIR *d = opendir(w->parts);
+    if (!d) return kv_fail(err, "%s: cannot list: %s", w->parts, strerror(errno));
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        char *p = parts_file(w, e->d_name);
+        if (len > 4 && !strcmp(e->d_name + len - 4, ".tmp")) {
+            unlink(p); /* in flight when the run stopped */
+        } else if (!strncmp(e->d_name, "prompt-", 7) && len > 10 && !strcmp(e->d_name + len - 3, ".h5")) {
+            hid_t pf = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+            hid_t g = pf >= 0 ? H5Gopen2(pf, "prompts", H5P_DEFAULT) : -1;
+            first_child c = {{0}, 0};
+            if (g >= 0) H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, take_child, &c);
+            hid_t pg = c.count == 1 ? H5Gopen2(g, c.name, H5P_DEFAULT) : -1;
+            int index;
+            if (pg < 0 || read_attr_int(pg, "index", &index))
+                rc = kv_fail(err, "%s: not a complete prompt file", p);
+            else if (add_done(w, c.name, e->d_name, index))
+                rc = kv_fail(err, "out of memory");
+            if (pg >= 0) H5Gclose(pg);
+            if (g >= 0) H5Gclose(g);
+            if (pf >= 0) H5Fclose(pf);
+        }
+        free(p);
+    }
+    closedir(d);
+    qsort(w->done, w->n_done, sizeof *w->done, cmp_done);
+    return rc ? -1 : 0;
+}
+
+/* index.h5: the trace so far, as external links into the parts. */
+static int write_index(kv_trace_writer *w, kv_error *err) {
+    char *tmp = parts_file(w, "index.h5.tmp");
+    if (!tmp) return kv_fail(err, "out of memory");
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = f < 0 || write_root_attrs(f, &w->meta) ||
+              H5Lcreate_external("model.h5", "/model", f, "model", H5P_DEFAULT, H5P_DEFAULT) < 0;
+    hid_t g = bad ? -1 : H5Gcreate2(f, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bad = bad || g < 0;
+    char obj[KV_PROMPT_ID_MAX + 16];
+    for (int i = 0; !bad && i < w->n_done; i++) {
+        snprintf(obj, sizeof obj, "/prompts/%s", w->done[i].id);
+        bad = H5Lcreate_external(w->done[i].file, obj, g, w->done[i].id, H5P_DEFAULT, H5P_DEFAULT) < 0;
+    }
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0 && H5Fclose(f) < 0) bad = 1;
+    if (!bad && rename(tmp, w->index_path)) bad = 1;
+    if (bad) unlink(tmp);
+    free(tmp);
+    return bad ? kv_fail(err, "%s: cannot write the index of completed prompts", w->index_path) : 0;
+}
+
+/* model.h5.tmp with the file attributes and /model (wo filled in later). */
+static int create_model_file(kv_trace_writer *w, kv_error *err) {
+    const kv_trace_meta *m = &w->meta;
+    char *tmp = parts_file(w, "model.h5.tmp");
+    w->mfile = tmp ? H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    free(tmp);
+    if (w->mfile < 0) return kv_fail(err, "%s: cannot create files in it", w->parts);
+    hid_t g = H5Gcreate2(w->mfile, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = write_root_attrs(w->mfile, m) || attr_str(w->mfile, "run_settings", w->settings) || g < 0 ||
+              attr_int(g, "n_layers", m->n_layers) || attr_int(g, "n_heads", m->n_heads) ||
+              attr_int(g, "n_kv_heads", m->n_kv_heads) || attr_int(g, "head_dim", m->head_dim) ||
+              attr_int(g, "hidden_size", m->hidden_size) || attr_int(g, "vocab_size", m->vocab_size) ||
+              attr_str(g, "architecture", m->architecture);
+    hsize_t nl = (hsize_t)m->n_traced;
+    bad = bad || write_all(g, "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 1, &nl, m->layers);
+    hsize_t wo_dims[3] = {nl, (hsize_t)m->hidden_size, (hsize_t)m->n_heads * m->head_dim};
+    hid_t d = bad ? -1 : make_dataset(g, "wo", H5T_IEEE_F32LE, 3, wo_dims, NULL, 0);
+    if (d >= 0) H5Dclose(d);
+    if (g >= 0) H5Gclose(g);
+    return bad || d < 0 ? kv_fail(err, "%s: cannot write model.h5", w->parts) : 0;
+}
+
+static int finish_model_file(kv_trace_writer *w, kv_error *err) {
+    if (w->mfile < 0) return 0;
+    herr_t r = H5Fclose(w->mfile);
+    w->mfile = -1;
+    char *tmp = parts_file(w, "model.h5.tmp"), *fin = parts_file(w, "model.h5");
+    int bad = r < 0 || !tmp || !fin || rename(tmp, fin);
+    free(tmp);
+    free(fin);
+    if (bad) return kv_fail(err, "%s: cannot finish model.h5", w->parts);
+    return write_index(w, err);
+}
+
+/* ---- the writer ------------------------------------------------------------ */
+
+kv_trace_writer *kv_trace_create(const char *path, int force, int resume, const kv_trace_meta *meta, kv_error *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (kv_path_exists(path) && !force) {
         kv_fail(err, "%s: already exists (use --force to overwrite)", path);
@@ -97,62 +307,70 @@ kv_trace_writer *kv_trace_create(const char *path, int force, const kv_trace_met
     kv_trace_writer *w = kv_calloc(1, sizeof *w, err);
     if (!w) return NULL;
     w->meta = *meta;
-    w->file = w->group = w->d_colsum = w->d_window = w->d_values = w->d_attn = -1;
-    w->path = strdup(path);
-    size_t n = strlen(path) + 32;
-    w->tmp_path = malloc(n);
-    if (!w->path || !w->tmp_path) {
-        kv_fail(err, "out of memory");
-        goto fail;
-    }
-    snprintf(w->tmp_path, n, "%s.partial.%d", path, (int)getpid());
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0) {
-        kv_fail(err, "%s: cannot create the output file (is the directory writable?)", w->tmp_path);
-        goto fail;
-    }
+    w->mfile = w->pfile = w->group = w->d_colsum = w->d_window = w->d_values = w->d_attn = -1;
     w->f16 = H5Tcopy(H5T_IEEE_F32LE);
     H5Tset_fields(w->f16, 15, 10, 5, 0, 10);
     H5Tset_size(w->f16, 2);
     H5Tset_ebias(w->f16, 15);
-    hid_t root = w->file;
-    int bad = attr_str(root, "format", KV_TRACE_FORMAT) || attr_int(root, "format_version", KV_TRACE_FORMAT_VERSION) ||
-              attr_str(root, "model", meta->model_name) || attr_str(root, "config_json", meta->config_json) ||
-              attr_str(root, "created_by", meta->created_by) || attr_int(root, "window", meta->window) ||
-              attr_int(root, "full_maps", meta->full_maps);
-    hid_t g = H5Gcreate2(root, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bad = bad || g < 0 || attr_int(g, "n_layers", meta->n_layers) || attr_int(g, "n_heads", meta->n_heads) ||
-          attr_int(g, "n_kv_heads", meta->n_kv_heads) || attr_int(g, "head_dim", meta->head_dim) ||
-          attr_int(g, "hidden_size", meta->hidden_size) || attr_int(g, "vocab_size", meta->vocab_size) ||
-          attr_str(g, "architecture", meta->architecture);
-    hsize_t nl = (hsize_t)meta->n_traced;
-    bad = bad || write_all(g, "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 1, &nl, meta->layers);
-    hsize_t wo_dims[3] = {nl, (hsize_t)meta->hidden_size, (hsize_t)meta->n_heads * meta->head_dim};
-    hid_t d = bad ? -1 : make_dataset(g, "wo", H5T_IEEE_F32LE, 3, wo_dims, NULL, 0);
-    if (d >= 0) H5Dclose(d);
-    hid_t pg = H5Gcreate2(root, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g >= 0) H5Gclose(g);
-    if (pg >= 0) H5Gclose(pg);
-    if (bad || d < 0 || pg < 0) {
-        kv_fail(err, "%s: cannot write the file header", w->tmp_path);
+    size_t n = strlen(path) + 8;
+    w->path = strdup(path);
+    w->parts = malloc(n);
+    w->settings = settings_of(meta);
+    if (!w->path || !w->parts || !w->settings) {
+        kv_fail(err, "out of memory");
         goto fail;
     }
+    snprintf(w->parts, n, "%s.parts", path);
+    w->index_path = parts_file(w, "index.h5");
+    if (kv_path_exists(w->parts)) {
+        if (resume) {
+            int r = load_parts(w, err);
+            if (r < 0) goto fail;
+            w->resumed = r == 0;
+        } else if (force) {
+            remove_parts_dir(w->parts);
+        } else {
+            kv_fail(err, "%s: an interrupted run's completed prompts are here; use --resume to continue it or "
+                         "--force to start over", w->parts);
+            goto fail;
+        }
+    }
+    if (!kv_path_exists(w->parts)) {
+        if (mkdir(w->parts, 0777)) {
+            kv_fail(err, "%s: cannot create: %s", w->parts, strerror(errno));
+            goto fail;
+        }
+        w->created_parts = 1;
+    }
+    if (!w->resumed && create_model_file(w, err)) goto fail;
     return w;
 fail:
-    kv_trace_abort(w);
+    kv_trace_abort(w, 0);
     return NULL;
 }
 
+int kv_trace_has_prompt(const kv_trace_writer *w, const char *id) {
+    for (int i = 0; i < w->n_done; i++)
+        if (!strcmp(w->done[i].id, id)) return 1;
+    return 0;
+}
+
+int kv_trace_n_prompts(const kv_trace_writer *w) { return w->n_done; }
+
+const char *kv_trace_index_path(const kv_trace_writer *w) { return w->index_path; }
+
 int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *err) {
-    hid_t d = H5Dopen2(w->file, "model/wo", H5P_DEFAULT);
+    if (w->mfile < 0) return 0; /* resumed: written by the interrupted run */
+    hid_t d = H5Dopen2(w->mfile, "model/wo", H5P_DEFAULT);
     hsize_t start[3] = {(hsize_t)slot, 0, 0};
     hsize_t count[3] = {1, (hsize_t)w->meta.hidden_size, (hsize_t)w->meta.n_heads * w->meta.head_dim};
     int rc = d < 0 ? -1 : write_block(d, H5T_NATIVE_FLOAT, 3, start, count, wo);
     if (d >= 0) H5Dclose(d);
-    return rc ? kv_fail(err, "%s: cannot write /model/wo", w->tmp_path) : 0;
+    return rc ? kv_fail(err, "%s: cannot write /model/wo", w->parts) : 0;
 }
 
-static void close_prompt(kv_trace_writer *w) {
+/* Closes the prompt in flight; with discard its temporary file goes too. */
+static void close_prompt(kv_trace_writer *w, int discard) {
     hid_t *ids[] = {&w->d_colsum, &w->d_window, &w->d_values, &w->d_attn};
     for (size_t i = 0; i < 4; i++)
         if (*ids[i] >= 0) {
@@ -161,23 +379,42 @@ static void close_prompt(kv_trace_writer *w) {
         }
     if (w->group >= 0) H5Gclose(w->group);
     w->group = -1;
+    if (w->pfile >= 0) H5Fclose(w->pfile);
+    w->pfile = -1;
+    if (discard && w->ptmp) unlink(w->ptmp);
     free(w->map_buf);
+    free(w->ptmp);
+    free(w->pname);
+    free(w->pid);
     w->map_buf = NULL;
+    w->ptmp = w->pname = w->pid = NULL;
 }
 
 int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error *err) {
     const kv_trace_meta *m = &w->meta;
-    char gname[KV_PROMPT_ID_MAX + 16];
-    snprintf(gname, sizeof gname, "prompts/%s", p->id);
+    if (finish_model_file(w, err)) return -1;
+    int index = w->n_done ? w->done[w->n_done - 1].index + 1 : 0;
+    char name[32], tmpname[40];
+    snprintf(name, sizeof name, "prompt-%05d.h5", index);
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", name);
+    w->pname = strdup(name);
+    w->ptmp = parts_file(w, tmpname);
+    w->pid = strdup(p->id);
     w->n = p->n;
     w->wrows = m->window < p->n ? m->window : p->n;
+    if (!w->pname || !w->ptmp || !w->pid) return kv_fail(err, "out of memory");
+    w->pfile = H5Fcreate(w->ptmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t pg = w->pfile >= 0 ? H5Gcreate2(w->pfile, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    w->group = pg >= 0 ? H5Gcreate2(pg, p->id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    if (pg >= 0) H5Gclose(pg);
+    if (w->group < 0) {
+        close_prompt(w, 1);
+        return kv_fail(err, "%s: cannot create a file for prompt '%s'", w->parts, p->id);
+    }
     hsize_t N = (hsize_t)p->n, L = (hsize_t)m->n_traced, H = (hsize_t)m->n_heads;
-    w->group = H5Gcreate2(w->file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->group < 0) return kv_fail(err, "%s: cannot create group /%s", w->tmp_path, gname);
-    int bad = attr_int(w->group, "n_tokens", p->n) || attr_int(w->group, "index", w->n_prompts) ||
+    int bad = attr_int(w->group, "n_tokens", p->n) || attr_int(w->group, "index", index) ||
               (p->text && attr_str(w->group, "text", p->text));
     bad = bad || write_all(w->group, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &N, p->tokens);
-    /* pieces: variable-length UTF-8 */
     const char **pieces = calloc(p->n, sizeof *pieces);
     uint8_t *flags = calloc(p->n, 1);
     if (!pieces || !flags) bad = 1;
@@ -210,8 +447,8 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
         bad = w->d_attn < 0 || !w->map_buf;
     }
     if (bad) {
-        close_prompt(w);
-        return kv_fail(err, "%s: cannot write prompt '%s'", w->tmp_path, p->id);
+        close_prompt(w, 1);
+        return kv_fail(err, "%s: cannot write prompt '%s'", w->parts, p->id);
     }
     return 0;
 }
@@ -226,7 +463,7 @@ int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, cons
     if (write_block(w->d_colsum, H5T_NATIVE_FLOAT, 3, s3, c3, colsum) ||
         write_block(w->d_window, H5T_NATIVE_FLOAT, 4, s4, cw, window) ||
         write_block(w->d_values, H5T_NATIVE_FLOAT, 4, s4, cv, values))
-        return kv_fail(err, "%s: cannot write layer slot %d (disk full?)", w->tmp_path, slot);
+        return kv_fail(err, "%s: cannot write layer slot %d (disk full?)", w->ptmp, slot);
     return 0;
 }
 
@@ -248,52 +485,100 @@ int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, i
     }
     hsize_t start[4] = {(hsize_t)slot, (hsize_t)head, (hsize_t)row0, 0}, count[4] = {1, 1, (hsize_t)rows, N};
     if (write_block(w->d_attn, f16 ? w->f16 : H5T_NATIVE_FLOAT, 4, start, count, w->map_buf))
-        return kv_fail(err, "%s: cannot write attention maps (disk full?)", w->tmp_path);
+        return kv_fail(err, "%s: cannot write attention maps (disk full?)", w->ptmp);
     return 0;
 }
 
 int kv_trace_write_logits(kv_trace_writer *w, const float *logits, kv_error *err) {
     hsize_t V = (hsize_t)w->meta.vocab_size;
     if (write_all(w->group, "last_logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &V, logits))
-        return kv_fail(err, "%s: cannot write last_logits", w->tmp_path);
+        return kv_fail(err, "%s: cannot write last_logits", w->ptmp);
     return 0;
 }
 
 int kv_trace_end_prompt(kv_trace_writer *w, kv_error *err) {
-    (void)err;
-    close_prompt(w);
-    w->n_prompts++;
-    return 0;
+    char *fin = parts_file(w, w->pname);
+    int index = w->n_done ? w->done[w->n_done - 1].index + 1 : 0;
+    char *tmp = strdup(w->ptmp), *id = strdup(w->pid), *name = strdup(w->pname);
+    close_prompt(w, 0);
+    int bad = !fin || !tmp || !id || !name || rename(tmp, fin) || add_done(w, id, name, index);
+    if (bad && tmp) unlink(tmp);
+    free(fin);
+    free(tmp);
+    free(id);
+    free(name);
+    if (bad) return kv_fail(err, "%s: cannot finish the prompt's file", w->parts);
+    return write_index(w, err);
 }
 
-int kv_trace_commit(kv_trace_writer *w, kv_error *err) {
-    close_prompt(w);
-    H5Tclose(w->f16);
-    herr_t r = H5Fclose(w->file);
-    w->file = -1;
-    int rc = 0;
-    if (r < 0) {
-        rc = kv_fail(err, "%s: cannot finish writing the file", w->tmp_path);
-        unlink(w->tmp_path);
-    } else if (rename(w->tmp_path, w->path) != 0) {
-        rc = kv_fail(err, "%s: cannot move the finished trace into place", w->path);
-        unlink(w->tmp_path);
+static void free_writer(kv_trace_writer *w) {
+    for (int i = 0; i < w->n_done; i++) {
+        free(w->done[i].id);
+        free(w->done[i].file);
     }
+    free(w->done);
+    if (w->f16 > 0) H5Tclose(w->f16);
     free(w->path);
-    free(w->tmp_path);
+    free(w->parts);
+    free(w->index_path);
+    free(w->settings);
     free(w);
+}
+
+/* Copies the parts into one file under a temporary name, then renames it. */
+int kv_trace_commit(kv_trace_writer *w, kv_error *err) {
+    int rc = -1;
+    /* assembled inside the parts directory, so a kill leaves nothing next to the output */
+    char *tmp = parts_file(w, "trace.h5.tmp"), *model = parts_file(w, "model.h5");
+    hid_t f = -1, mf = -1, pg = -1;
+    if (!tmp || !model || finish_model_file(w, err)) goto done;
+    f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    mf = H5Fopen(model, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int bad = f < 0 || mf < 0 || write_root_attrs(f, &w->meta) ||
+              H5Ocopy(mf, "model", f, "model", H5P_DEFAULT, H5P_DEFAULT) < 0;
+    pg = bad ? -1 : H5Gcreate2(f, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bad = bad || pg < 0;
+    for (int i = 0; !bad && i < w->n_done; i++) {
+        char *part = parts_file(w, w->done[i].file);
+        hid_t src = part ? H5Fopen(part, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+        hid_t sg = src >= 0 ? H5Gopen2(src, "prompts", H5P_DEFAULT) : -1;
+        bad = sg < 0 || H5Ocopy(sg, w->done[i].id, pg, w->done[i].id, H5P_DEFAULT, H5P_DEFAULT) < 0;
+        if (sg >= 0) H5Gclose(sg);
+        if (src >= 0) H5Fclose(src);
+        free(part);
+    }
+    if (pg >= 0) H5Gclose(pg);
+    if (mf >= 0) H5Fclose(mf);
+    if (f >= 0 && H5Fclose(f) < 0) bad = 1;
+    f = -1;
+    if (bad) {
+        kv_fail(err, "%s: cannot assemble the trace from %s (disk full?)", tmp, w->parts);
+        goto done;
+    }
+    if (rename(tmp, w->path)) {
+        kv_fail(err, "%s: cannot move the finished trace into place: %s", w->path, strerror(errno));
+        goto done;
+    }
+    remove_parts_dir(w->parts);
+    rc = 0;
+done:
+    if (rc && tmp) unlink(tmp);
+    free(tmp);
+    free(model);
+    free_writer(w);
     return rc;
 }
 
-void kv_trace_abort(kv_trace_writer *w) {
+void kv_trace_abort(kv_trace_writer *w, int keep_completed) {
     if (!w) return;
-    close_prompt(w);
-    if (w->file >= 0) {
-        H5Tclose(w->f16);
-        H5Fclose(w->file);
-        unlink(w->tmp_path);
+    close_prompt(w, 1);
+    if (w->mfile >= 0) {
+        H5Fclose(w->mfile);
+        w->mfile = -1;
+        char *tmp = parts_file(w, "model.h5.tmp");
+        if (tmp) unlink(tmp);
+        free(tmp);
     }
-    free(w->path);
-    free(w->tmp_path);
-    free(w);
+    if (w->parts && (!keep_completed || w->n_done == 0) && w->created_parts) remove_parts_dir(w->parts);
+    free_writer(w);
 }

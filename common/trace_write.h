@@ -1,5 +1,15 @@
-/* Writes a trace file (docs/trace-format.md) under a temporary name and
- * renames it into place on kv_trace_commit; kv_trace_abort removes it. */
+/* Writes a trace (docs/trace-format.md) so that a run killed at any moment
+ * loses at most the prompt in flight:
+ *
+ *   OUT.parts/model.h5          file attributes and /model
+ *   OUT.parts/prompt-00000.h5   one file per completed prompt (/prompts/<id>)
+ *   OUT.parts/index.h5          the trace so far: external links to the above,
+ *                               rewritten after every prompt
+ *
+ * Every file in OUT.parts is written under a temporary name and renamed when
+ * complete, so each one present is whole. kv_trace_commit merges the parts
+ * into OUT (again under a temporary name, then renamed) and removes OUT.parts;
+ * a run that stops before that leaves OUT.parts for kv_trace_create(resume). */
 #ifndef KV_TRACE_WRITE_H
 #define KV_TRACE_WRITE_H
 
@@ -31,9 +41,19 @@ typedef struct {
 
 typedef struct kv_trace_writer kv_trace_writer;
 
-/* Fails when path exists and force is 0. */
-kv_trace_writer *kv_trace_create(const char *path, int force, const kv_trace_meta *meta, kv_error *err);
-/* wo [D, H·hd] of traced slot `slot` */
+/* Starts a trace at path. An existing path is an error unless force. An
+ * existing path.parts (an interrupted run) is continued when resume is set
+ * (its settings must match meta), removed when force is set, an error
+ * otherwise. */
+kv_trace_writer *kv_trace_create(const char *path, int force, int resume, const kv_trace_meta *meta, kv_error *err);
+/* 1 when the prompt was completed by the interrupted run being resumed. */
+int kv_trace_has_prompt(const kv_trace_writer *w, const char *id);
+int kv_trace_n_prompts(const kv_trace_writer *w);
+/* Where the trace so far can be read while the run goes on (index.h5). */
+const char *kv_trace_index_path(const kv_trace_writer *w);
+
+/* wo [D, H·hd] of traced slot `slot`; every slot, before the first prompt
+ * (ignored when resuming: the interrupted run wrote them). */
 int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *err);
 int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error *err);
 /* colsum [H, N], window [H, W', N], values [KVH, N, hd] of traced slot `slot` */
@@ -43,11 +63,17 @@ int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, cons
 int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, int rows, const float *probs,
                              int n_keys, kv_error *err);
 int kv_trace_write_logits(kv_trace_writer *w, const float *logits, kv_error *err);
+/* Makes the prompt durable: its part file is renamed into place and the index rewritten. */
 int kv_trace_end_prompt(kv_trace_writer *w, kv_error *err);
-/* Closes and renames into place; frees w either way. */
+/* Merges the parts into path and removes path.parts; frees w either way. */
 int kv_trace_commit(kv_trace_writer *w, kv_error *err);
-/* Closes, removes the temporary file, frees w. */
-void kv_trace_abort(kv_trace_writer *w);
+/* Stops: removes the prompt in flight; with keep_completed the completed
+ * prompts stay in path.parts for --resume, else path.parts goes too (when
+ * this run created it). Frees w. */
+void kv_trace_abort(kv_trace_writer *w, int keep_completed);
+
+/* Removes a parts directory and every file in it. */
+int kv_trace_remove_parts(const char *parts_dir);
 
 #define KV_TRACE_MAP_BLOCK 64   /* query rows per attn chunk */
 

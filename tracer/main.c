@@ -33,6 +33,7 @@ typedef struct {
     long max_tokens;          /* 0: the config's max_position_embeddings */
     double max_memory;        /* bytes; 0: MemAvailable */
     int force;
+    int resume;
     const char *special_texts[MAX_SPECIAL_TEXTS];
     int n_special_texts;
 } options;
@@ -42,7 +43,7 @@ static void usage(FILE *f) {
             "usage: kvtrace --model DIR [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
             "               [--max-tokens N] [--max-memory SIZE]"
-            " [--special-text STR]... [--device auto|cpu|cuda] [--force]\n"
+            " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
             "       kvtrace devices     (which backends this build has and the GPUs they find)\n"
@@ -69,7 +70,9 @@ static void usage(FILE *f) {
             "                      prompts are an error, never truncated\n"
             "  --special-text STR  flag every occurrence of STR in the token stream as special (repeatable;\n"
             "                      for multi-token markers such as [INST])\n"
-            "  --force             overwrite an existing output file\n"
+            "  --resume            continue an interrupted run: the prompts completed in OUTPUT.parts are kept\n"
+            "                      and the others traced (same model, prompts and settings)\n"
+            "  --force             overwrite an existing output file (and an interrupted run's parts)\n"
             "  -h, --help          this help\n"
             "  --version           print the version\n");
 }
@@ -125,7 +128,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"max-tokens", required_argument, 0, 'n'}, {"special-text", required_argument, 0, 's'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'D'}, {"maps-compression", required_argument, 0, 'C'},
-        {"max-memory", required_argument, 0, 'M'},
+        {"max-memory", required_argument, 0, 'M'}, {"resume", no_argument, 0, 'R'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0},
     };
     *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1};
@@ -139,6 +142,7 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'o': o->out_path = optarg; break;
         case 'F': o->full_maps = 1; break;
         case 'f': o->force = 1; break;
+        case 'R': o->resume = 1; break;
         case 'l': o->layers_spec = optarg; break;
         case 'M': {
             char *end;
@@ -297,7 +301,7 @@ static int want_layer(void *p, int layer) { return ((trace_ctx *)p)->slot_of_lay
 
 static int map_block(void *p, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err) {
     trace_ctx *t = p;
-    if (interrupted) return kv_fail(err, "interrupted by signal %d; no trace written", (int)interrupted);
+    if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
     return kv_trace_write_map_block(t->w, t->sink_slot, head, row0, rows, probs, n_keys, err);
 }
 
@@ -311,7 +315,7 @@ static kv_map_sink *map_sink(void *p, int layer) {
 
 static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
     trace_ctx *t = p;
-    if (interrupted) return kv_fail(err, "interrupted by signal %d; no trace written", (int)interrupted);
+    if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
     int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
     for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd] */
         for (int i = 0; i < n; i++)
@@ -413,8 +417,21 @@ static int run(const options *o) {
     float *wo = NULL, *logits = NULL;
     char *tok_path = NULL;
 
+    char parts[4096];
+    snprintf(parts, sizeof parts, "%s.parts", o->out_path);
+    if (o->resume && !o->force && kv_path_exists(o->out_path) && kv_path_exists(parts)) {
+        /* the last run was stopped after its trace was in place, while it removed its parts */
+        kv_trace_remove_parts(parts);
+        fprintf(stderr, "kvtrace: %s is already complete; removed the leftover %s\n", o->out_path, parts);
+        return 0;
+    }
     if (kv_path_exists(o->out_path) && !o->force) {
         fprintf(stderr, "kvtrace: %s: already exists (use --force to overwrite)\n", o->out_path);
+        return 1;
+    }
+    if (kv_path_exists(parts) && !o->resume && !o->force) {
+        fprintf(stderr, "kvtrace: %s: an interrupted run's completed prompts are here; use --resume to continue it "
+                        "or --force to start over\n", parts);
         return 1;
     }
     /* Everything that can be checked without the weights comes first: the
@@ -461,7 +478,7 @@ static int run(const options *o) {
     };
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    if (!(w = kv_trace_create(o->out_path, o->force, &meta, &err))) goto fail;
+    if (!(w = kv_trace_create(o->out_path, o->force, o->resume, &meta, &err))) goto fail;
     wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);
     logits = kv_malloc((size_t)c->vocab_size * sizeof(float), &err);
     if (!wo || !logits) goto fail;
@@ -470,14 +487,13 @@ static int run(const options *o) {
 
     trace_ctx t = {.w = w, .cfg = c, .slot_of_layer = slot_of_layer, .full_maps = o->full_maps,
                    .progress = isatty(2), .n_prompts = ps.n, .t_start = now_s()};
+    int resumed = kv_trace_n_prompts(w);
     for (int i = 0; i < ps.n; i++) {
         t.prompt_index = i;
-        if (trace_prompt(&m, &t, &ps.items[i], tok, o, logits, &err)) goto fail;
-        if (interrupted) {
-            kv_fail(&err, "interrupted by signal %d; no trace written", (int)interrupted);
-            goto fail;
-        }
+        if (kv_trace_has_prompt(w, ps.items[i].id)) continue; /* done by the interrupted run */
+        if (interrupted || trace_prompt(&m, &t, &ps.items[i], tok, o, logits, &err)) goto fail;
     }
+    if (resumed && t.progress) fprintf(stderr, "\nkvtrace: %d prompts were already done by the interrupted run", resumed);
     if (t.progress) fprintf(stderr, "\n");
     int r = kv_trace_commit(w, &err);
     w = NULL;
@@ -491,9 +507,18 @@ fail_cfg:
     kv_config_free(&cfg0);
 fail:
     if (isatty(2)) fprintf(stderr, "\n");
-    fprintf(stderr, "kvtrace: %s\n", err.msg);
+    if (interrupted && w) {
+        /* keep what is complete: the same command with --resume finishes it */
+        fprintf(stderr, "kvtrace: interrupted by signal %d after %d of %d prompts; the trace so far is %s; run the "
+                        "same command with --resume to finish it\n",
+                (int)interrupted, kv_trace_n_prompts(w), ps.n, kv_trace_index_path(w));
+        kv_trace_abort(w, 1);
+        w = NULL;
+    } else {
+        fprintf(stderr, "kvtrace: %s\n", err.msg);
+    }
 done:
-    if (w) kv_trace_abort(w);
+    if (w) kv_trace_abort(w, 0);
     free(wo);
     free(logits);
     free(mask);
