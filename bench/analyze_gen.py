@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--prompts", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--f16", action="store_true", help="store the maps as float16")
+    ap.add_argument("--no-compress", action="store_true", help="maps without shuffle/deflate (kvtrace --maps-compression none)")
     a = ap.parse_args()
     L, H, KVH, hd, N, W = a.layers, a.heads, a.kv_heads, a.head_dim, a.n, a.window
     D = H * hd
@@ -70,7 +71,8 @@ def main():
             flags[rng.random(N) < 0.1] |= 2
             g["flags"] = flags
             attn = g.create_dataset("attn", (L, H, N, N), dtype=np.float16 if a.f16 else np.float32, chunks=(1, 1, min(N, 64), N),
-                                    shuffle=True, compression="gzip", compression_opts=1)
+                                    **({} if a.no_compress else dict(shuffle=True, compression="gzip",
+                                                                     compression_opts=1)))
             colsum = g.create_dataset("colsum", (L, H, N), dtype=np.float32)
             win = g.create_dataset("window", (L, H, min(W, N), N), dtype=np.float32)
             g["values"] = rng.normal(size=(L, KVH, N, hd)).astype(np.float32)
