@@ -434,6 +434,8 @@ static int run(const options *o) {
                         "or --force to start over\n", parts);
         return 1;
     }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     /* Everything that can be checked without the weights comes first: the
      * config, the prompts, and whether the run fits in memory. */
     kv_config cfg0 = {0};
@@ -476,8 +478,6 @@ static int run(const options *o) {
         .vocab_size = c->vocab_size, .layers = layers, .n_traced = n_traced, .window = o->window,
         .full_maps = o->full_maps, .maps_f16 = o->maps_f16, .maps_deflate = o->maps_deflate,
     };
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     if (!(w = kv_trace_create(o->out_path, o->force, o->resume, &meta, &err))) goto fail;
     wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);
     logits = kv_malloc((size_t)c->vocab_size * sizeof(float), &err);
@@ -507,13 +507,15 @@ fail_cfg:
     kv_config_free(&cfg0);
 fail:
     if (isatty(2)) fprintf(stderr, "\n");
-    if (interrupted && w) {
+    if (interrupted && w && kv_trace_n_prompts(w) > 0) {
         /* keep what is complete: the same command with --resume finishes it */
         fprintf(stderr, "kvtrace: interrupted by signal %d after %d of %d prompts; the trace so far is %s; run the "
                         "same command with --resume to finish it\n",
                 (int)interrupted, kv_trace_n_prompts(w), ps.n, kv_trace_index_path(w));
         kv_trace_abort(w, 1);
         w = NULL;
+    } else if (interrupted) {
+        fprintf(stderr, "kvtrace: interrupted by signal %d before any prompt was traced\n", (int)interrupted);
     } else {
         fprintf(stderr, "kvtrace: %s\n", err.msg);
     }
