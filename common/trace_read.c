@@ -1,10 +1,10 @@
 #include "common/trace_read.h"
 
-#include <dlfcn.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 #include <math.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,16 +394,8 @@ int kv_trace_read_wo(const kv_trace *t, int li, float *out, kv_error *err) {
 typedef int (*kv_uncompress_fn)(unsigned char *dst, unsigned long *dst_len, const unsigned char *src,
                                 unsigned long src_len);
 
-static kv_uncompress_fn zlib_uncompress(void) {
-    static int tried;
-    static kv_uncompress_fn fn;
-    if (!tried) {
-        tried = 1;
-        void *sym = dlsym(RTLD_DEFAULT, "uncompress");
-        memcpy(&fn, &sym, sizeof fn);
-    }
-    return fn;
-}
+/* zlib's one-shot inflate (HDF5's deflate filter writes plain zlib streams) */
+static kv_uncompress_fn zlib_uncompress(void) { return uncompress; }
 
 static void detect_fast_attn(kv_prompt *p) {
     p->attn_fast = 0;

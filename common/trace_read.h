@@ -83,7 +83,7 @@ void kv_prompt_close(kv_prompt *p);
  *            When the maps are float32 or IEEE float16 in chunks of whole rows with only
  *            shuffle/deflate filters, the raw chunks are read with
  *            H5Dread_chunk and decompressed on OpenMP threads (zlib's
- *            uncompress, already loaded by HDF5, found with dlsym); set
+ *            uncompress); set
  *            KV_READ_PLAIN=1 in the environment to force plain H5Dread.
  *   window:  out [H, W', N]
  *   colsum:  out [H, N]
