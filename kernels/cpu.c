@@ -148,7 +148,7 @@ static int cpu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *
 /* One head, query rows [r0, r1): probabilities into p [rows, r1] (columns
  * below the first visible key are zero), captures, then out rows. */
 static void attn_block(float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
-                       int n_kv_heads, int hd, int sw, int h, int r0, int r1, float *p,
+                       int n_kv_heads, int hd, int sw, int h, int r0, int r1, float *p, const kv_attn_mask *mask,
                        const kv_attn_capture *cap) {
     int qd = n_heads * hd, kvd = n_kv_heads * hd, g = h / (n_heads / n_kv_heads);
     int rows = r1 - r0, nk = r1;
@@ -160,6 +160,12 @@ static void attn_block(float *out, const float *q, const float *kk, const float 
         int i = r0 + r;
         int lo = sw > 0 && i - sw + 1 > 0 ? i - sw + 1 : 0;
         float *pr = p + (size_t)r * nk;
+        if (mask && i >= mask->n_ctx) {
+            /* evicted context keys: -inf scores, so that they get exactly 0 */
+            const uint8_t *al = mask->allow + (size_t)g * mask->n_ctx;
+            for (int j = lo; j < mask->n_ctx; j++)
+                if (!al[j]) pr[j] = -INFINITY;
+        }
         float m = -INFINITY;
 #pragma omp simd reduction(max : m)
         for (int j = lo; j <= i; j++) m = pr[j] > m ? pr[j] : m;
@@ -199,8 +205,11 @@ static void attn_block(float *out, const float *q, const float *kk, const float 
 }
 
 static int cpu_attention(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n,
-                         int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_capture *cap, kv_error *err) {
+                         int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_mask *mask,
+                         const kv_attn_capture *cap, kv_error *err) {
     cpu_impl *impl = k->impl;
+    if (mask && (mask->n_ctx < 1 || mask->n_ctx > n || !mask->allow))
+        return kv_fail(err, "attention mask: context length %d is outside 1..%d", mask->n_ctx, n);
     if (cap && cap->colsum) memset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float));
     int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
     if (cap && cap->maps) {
@@ -211,7 +220,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
         for (int h = 0; h < n_heads; h++)
             for (int r0 = 0; r0 < n; r0 += blk) {
                 int r1 = r0 + blk < n ? r0 + blk : n;
-                attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, cap);
+                attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, mask, cap);
                 if (cap->maps->block(cap->maps->ctx, h, r0, r1 - r0, p, r1, err)) {
                     free(p);
                     return -1;
@@ -231,7 +240,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
         float *p = pbuf + (size_t)omp_get_thread_num() * blk * n;
         for (int r0 = 0; r0 < n; r0 += blk) {
             int r1 = r0 + blk < n ? r0 + blk : n;
-            attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, cap);
+            attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, mask, cap);
         }
     }
     openblas_set_num_threads(blas_threads);

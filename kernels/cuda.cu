@@ -269,12 +269,21 @@ static int cu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *e
 
 /* Softmax of one row of scores in place. grid (rows, heads of the group).
  * p: [rep, rows, nk]; row r is query r0 + r, visible keys [lo, i]; every
- * other column of [0, nk) is set to zero. */
-__global__ static void softmax_rows_kernel(float *p, int rows, int nk, int r0, int sw) {
+ * other column of [0, nk) is set to zero. allow (NULL: no mask) is the
+ * group's KV head's [n_ctx] keep mask: rows i >= n_ctx do not see the
+ * context keys j < n_ctx with allow[j] == 0 (their scores become -inf, so
+ * they get exactly 0 and the row renormalises over the rest). */
+__global__ static void softmax_rows_kernel(float *p, int rows, int nk, int r0, int sw, const uint8_t *allow,
+                                           int n_ctx) {
     __shared__ float red[256];
     int r = blockIdx.x, i = r0 + r;
     float *pr = p + ((size_t)blockIdx.y * rows + r) * nk;
     int lo = sw > 0 && i - sw + 1 > 0 ? i - sw + 1 : 0;
+    if (allow && i >= n_ctx) {
+        for (int j = lo + threadIdx.x; j < n_ctx; j += blockDim.x)
+            if (!allow[j]) pr[j] = -INFINITY;
+        __syncthreads();
+    }
     float m = -INFINITY;
     for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, pr[j]);
     red[threadIdx.x] = m;
@@ -321,8 +330,11 @@ __global__ static void window_kernel(float *window, const float *p, int rows, in
 }
 
 static int cu_attention(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n,
-                        int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_capture *cap, kv_error *err) {
+                        int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_mask *mask,
+                        const kv_attn_capture *cap, kv_error *err) {
     cuda_impl *im = (cuda_impl *)k->impl;
+    if (mask && (mask->n_ctx < 1 || mask->n_ctx > n || !mask->allow))
+        return kv_fail(err, "attention mask: context length %d is outside 1..%d", mask->n_ctx, n);
     int rep = n_heads / n_kv_heads, qd = n_heads * hd, kvd = n_kv_heads * hd;
     int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
     float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
@@ -349,7 +361,9 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
                                          hd, &zero, p + k0, nk, (long long)rows * nk, rep),
                "attention scores");
             dim3 sgrid(rows, rep);
-            softmax_rows_kernel<<<sgrid, 256>>>(p, rows, nk, r0, sw);
+            softmax_rows_kernel<<<sgrid, 256>>>(p, rows, nk, r0, sw,
+                                                mask ? mask->allow + (size_t)g * mask->n_ctx : NULL,
+                                                mask ? mask->n_ctx : 0);
             LAUNCHED("softmax");
             if (cap && cap->colsum) {
                 dim3 cgrid(grid_for(nk, 256), rep);

@@ -40,6 +40,17 @@ typedef struct {
     kv_map_sink *maps;/* full maps, or NULL */
 } kv_attn_capture;
 
+/* A compressed KV cache, simulated: which context positions each KV head
+ * keeps. Query rows i >= n_ctx (the continuation) see a context key j < n_ctx
+ * only when allow[g·n_ctx + j] != 0 for their KV head g (the softmax
+ * renormalises over what is left); keys j >= n_ctx stay causal; rows
+ * i < n_ctx (the context, read before compression) are not affected. A mask
+ * that allows everything gives results identical, bit for bit, to no mask. */
+typedef struct {
+    const uint8_t *allow; /* [KVH, n_ctx] device: 1 keep, 0 evicted */
+    int n_ctx;            /* Nc, 1 <= Nc <= N */
+} kv_attn_mask;
+
 typedef struct kv_kernels kv_kernels;
 struct kv_kernels {
     const char *name;
@@ -70,9 +81,12 @@ struct kv_kernels {
     /* Causal (optionally sliding-window) softmax attention of one layer,
      * computed in blocks of query rows so that no N×N map is held.
      * q [N, H·hd], k and v [N, KVH·hd], out [N, H·hd]; scale 1/sqrt(hd).
-     * sliding_window 0: none, else query i sees key j iff 0 <= i - j < sliding_window. */
+     * sliding_window 0: none, else query i sees key j iff 0 <= i - j < sliding_window.
+     * mask: NULL for the plain pass, else the kept context positions per KV
+     * head (kv_attn_mask); captures then record the masked probabilities. */
     int (*attention)(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
-                     int n_kv_heads, int hd, int sliding_window, const kv_attn_capture *cap, kv_error *err);
+                     int n_kv_heads, int hd, int sliding_window, const kv_attn_mask *mask, const kv_attn_capture *cap,
+                     kv_error *err);
 
     /* *index = the first i < n with x[i] NaN or ±Inf, or -1 when all are finite */
     int (*first_nonfinite)(kv_kernels *k, const float *x, size_t n, long long *index, kv_error *err);

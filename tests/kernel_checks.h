@@ -172,15 +172,18 @@ START_TEST(test_swiglu_add) {
 }
 END_TEST
 
-/* Naive attention in double: full probs [H, N, N] and output [N, H·hd]. */
-static void ref_attention(const float *q, const float *k, const float *v, int n, int H, int KVH, int hd, int sw,
-                          double *probs, double *out) {
+/* Naive attention in double: full probs [H, N, N] and output [N, H·hd].
+ * allow [KVH, nctx] (NULL: no mask): rows i >= nctx see a context key
+ * j < nctx only where allow[g, j] != 0. */
+static void ref_attention_masked(const float *q, const float *k, const float *v, int n, int H, int KVH, int hd,
+                                 int sw, const uint8_t *allow, int nctx, double *probs, double *out) {
     for (int h = 0; h < H; h++) {
         int g = h / (H / KVH);
         for (int i = 0; i < n; i++) {
             double *p = probs + ((size_t)h * n + i) * n, m = -INFINITY, sum = 0;
             for (int j = 0; j < n; j++) {
                 int vis = j <= i && (sw == 0 || i - j < sw);
+                if (allow && i >= nctx && j < nctx && !allow[(size_t)g * nctx + j]) vis = 0;
                 double s = 0;
                 for (int e = 0; e < hd; e++) s += (double)q[(i * H + h) * hd + e] * k[(j * KVH + g) * hd + e];
                 p[j] = vis ? s / sqrt(hd) : -INFINITY;
@@ -195,6 +198,11 @@ static void ref_attention(const float *q, const float *k, const float *v, int n,
             }
         }
     }
+}
+
+static void ref_attention(const float *q, const float *k, const float *v, int n, int H, int KVH, int hd, int sw,
+                          double *probs, double *out) {
+    ref_attention_masked(q, k, v, n, H, KVH, hd, sw, NULL, 0, probs, out);
 }
 
 typedef struct {
@@ -227,7 +235,7 @@ static void check_attention(int n, int H, int KVH, int hd, int sw, int W, int wi
                      .n = n};
     kv_map_sink sink = {.block = sink_block, .ctx = &ss};
     kv_attn_capture cap = {.colsum = dcolsum, .window = dwindow, .window_rows = wr, .maps = with_maps ? &sink : NULL};
-    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, &cap, NULL), 0);
+    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, NULL, &cap, NULL), 0);
     float *out = host(dout, (size_t)n * H * hd), *colsum = host(dcolsum, (size_t)H * n),
           *window = host(dwindow, (size_t)H * wr * n);
     ref_attention(q, k, v, n, H, KVH, hd, sw, probs, ref_out);
@@ -245,7 +253,7 @@ static void check_attention(int n, int H, int KVH, int hd, int sw, int W, int wi
         ck_assert_double_lt(max_abs_diff(ss.maps, probs, (size_t)H * n * n), 1e-6);
     }
     /* the same call without captures gives the same output */
-    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, NULL, NULL), 0);
+    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, NULL, NULL, NULL), 0);
     host_to(out, dout, (size_t)n * H * hd);
     ck_assert_double_lt(max_abs_diff(out, ref_out, (size_t)n * H * hd), 1e-5);
     K->free(K, dq), K->free(K, dk), K->free(K, dv), K->free(K, dout), K->free(K, dcolsum), K->free(K, dwindow);
@@ -263,6 +271,99 @@ START_TEST(test_attention_one_token) { check_attention(1, 2, 1, 8, 0, 64, 1); }
 END_TEST
 /* several GPU-sized blocks of query rows, a sliding window across them */
 START_TEST(test_attention_long) { check_attention(600, 4, 2, 16, 300, 32, 1); }
+END_TEST
+
+/* Masked attention (a compressed KV cache) against the double reference.
+ * keep: 0 random masks (about half kept), 1 all kept, 2 KV head 0 keeps no
+ * context at all. Checks output, colsum, window and full maps, that evicted
+ * entries are exactly 0, and that an all-kept mask is bit for bit the plain
+ * pass. */
+static void check_attention_mask(int n, int H, int KVH, int hd, int sw, int nctx, int keep) {
+    float *q = rand_vec((size_t)n * H * hd, 2), *k = rand_vec((size_t)n * KVH * hd, 2),
+          *v = rand_vec((size_t)n * KVH * hd, 1);
+    uint8_t *allow = malloc((size_t)KVH * nctx);
+    for (size_t j = 0; j < (size_t)KVH * nctx; j++) allow[j] = keep == 1 ? 1 : frand() > 0;
+    if (keep == 2) memset(allow, 0, nctx);
+    float *dq = dev(q, (size_t)n * H * hd), *dk = dev(k, (size_t)n * KVH * hd), *dv = dev(v, (size_t)n * KVH * hd);
+    uint8_t *dallow = K->alloc(K, (size_t)KVH * nctx, NULL);
+    ck_assert_int_eq(K->upload(K, dallow, allow, (size_t)KVH * nctx, NULL), 0);
+    size_t od = (size_t)n * H * hd;
+    float *dout = K->alloc(K, od * sizeof(float), NULL);
+    int wr = n < 40 ? n : 40;
+    float *dcolsum = K->alloc(K, (size_t)H * n * sizeof(float), NULL);
+    float *dwindow = K->alloc(K, (size_t)H * wr * n * sizeof(float), NULL);
+    sink_state ss = {.maps = calloc((size_t)H * n * n, sizeof(float)), .seen = calloc((size_t)H * n, sizeof(int)),
+                     .n = n};
+    kv_map_sink sink = {.block = sink_block, .ctx = &ss};
+    kv_attn_capture cap = {.colsum = dcolsum, .window = dwindow, .window_rows = wr, .maps = &sink};
+    kv_attn_mask mask = {.allow = dallow, .n_ctx = nctx};
+    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, &mask, &cap, NULL), 0);
+    double *probs = malloc((size_t)H * n * n * sizeof(double)), *ref_out = malloc(od * sizeof(double));
+    ref_attention_masked(q, k, v, n, H, KVH, hd, sw, allow, nctx, probs, ref_out);
+    float *out = host(dout, od), *colsum = host(dcolsum, (size_t)H * n), *window = host(dwindow, (size_t)H * wr * n);
+    ck_assert_double_lt(max_abs_diff(out, ref_out, od), 1e-5);
+    ck_assert_double_lt(max_abs_diff(ss.maps, probs, (size_t)H * n * n), 1e-6);
+    for (size_t i = 0; i < (size_t)H * n; i++) ck_assert_int_eq(ss.seen[i], 1);
+    double *ref_cs = calloc((size_t)H * n, sizeof(double));
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) ref_cs[h * n + j] += probs[((size_t)h * n + i) * n + j];
+    ck_assert_double_lt(max_abs_diff(colsum, ref_cs, (size_t)H * n), 1e-5 * n);
+    for (int h = 0; h < H; h++)
+        for (int r = 0; r < wr; r++)
+            for (int j = 0; j < n; j++)
+                ck_assert_double_lt(fabs(window[((size_t)h * wr + r) * n + j] - probs[((size_t)h * n + n - wr + r) * n + j]),
+                                    1e-6);
+    /* evicted entries are exactly zero, in the maps the sink received */
+    for (int h = 0; h < H; h++)
+        for (int i = nctx; i < n; i++)
+            for (int j = 0; j < nctx; j++)
+                if (!allow[(size_t)(h / (H / KVH)) * nctx + j]) ck_assert_float_eq(ss.maps[((size_t)h * n + i) * n + j], 0);
+    /* no captures: same output */
+    float *out2 = malloc(od * sizeof(float));
+    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, &mask, NULL, NULL), 0);
+    host_to(out2, dout, od);
+    ck_assert_double_lt(max_abs_diff(out2, ref_out, od), 1e-5);
+    /* the plain pass (same capture mode): identical bits when everything is
+     * kept, and always on the context rows */
+    float *out3 = malloc(od * sizeof(float));
+    ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, NULL, NULL, NULL), 0);
+    host_to(out3, dout, od);
+    if (keep == 1) ck_assert_int_eq(memcmp(out3, out2, od * sizeof(float)), 0);
+    ck_assert_int_eq(memcmp(out3, out2, (size_t)nctx * H * hd * sizeof(float)), 0);
+    free(out3);
+    K->free(K, dq), K->free(K, dk), K->free(K, dv), K->free(K, dallow), K->free(K, dout), K->free(K, dcolsum),
+        K->free(K, dwindow);
+    free(q), free(k), free(v), free(allow), free(out), free(out2), free(colsum), free(window), free(probs),
+        free(ref_out), free(ref_cs), free(ss.maps), free(ss.seen);
+}
+
+/* context across several query blocks (64 on the CPU, 256 on the GPU) */
+START_TEST(test_attention_mask_gqa) { check_attention_mask(150, 4, 2, 16, 0, 100, 0); }
+END_TEST
+START_TEST(test_attention_mask_all_kept_is_plain) { check_attention_mask(130, 4, 2, 8, 0, 90, 1); }
+END_TEST
+START_TEST(test_attention_mask_empty_head) { check_attention_mask(80, 4, 4, 8, 0, 60, 2); }
+END_TEST
+START_TEST(test_attention_mask_sliding) { check_attention_mask(300, 4, 1, 8, 70, 260, 0); }
+END_TEST
+START_TEST(test_attention_mask_long) { check_attention_mask(600, 2, 1, 16, 0, 520, 0); }
+END_TEST
+/* nctx = n: nothing is masked */
+START_TEST(test_attention_mask_no_rows) { check_attention_mask(70, 2, 2, 8, 0, 70, 0); }
+END_TEST
+
+START_TEST(test_attention_mask_rejects_bad_context) {
+    int n = 8;
+    float *x = rand_vec((size_t)n * 8, 1), *dx = dev(x, (size_t)n * 8), *dout = K->alloc(K, n * 8 * sizeof(float), NULL);
+    uint8_t *dallow = K->alloc(K, 16, NULL);
+    kv_attn_mask bad = {.allow = dallow, .n_ctx = n + 1};
+    kv_error err;
+    ck_assert_int_eq(K->attention(K, dout, dx, dx, dx, n, 1, 1, 8, 0, &bad, NULL, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "context length"));
+    K->free(K, dx), K->free(K, dout), K->free(K, dallow);
+    free(x);
+}
 END_TEST
 
 START_TEST(test_embed_rejects_bad_id) {
@@ -317,6 +418,13 @@ static void add_kernel_checks(TCase *tc) {
     tcase_add_test(tc, test_attention_sliding_window);
     tcase_add_test(tc, test_attention_one_token);
     tcase_add_test(tc, test_attention_long);
+    tcase_add_test(tc, test_attention_mask_gqa);
+    tcase_add_test(tc, test_attention_mask_all_kept_is_plain);
+    tcase_add_test(tc, test_attention_mask_empty_head);
+    tcase_add_test(tc, test_attention_mask_sliding);
+    tcase_add_test(tc, test_attention_mask_long);
+    tcase_add_test(tc, test_attention_mask_no_rows);
+    tcase_add_test(tc, test_attention_mask_rejects_bad_context);
     tcase_add_test(tc, test_embed_rejects_bad_id);
     tcase_add_test(tc, test_first_nonfinite);
 }

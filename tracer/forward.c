@@ -18,7 +18,8 @@ typedef struct {
     float *cos, *sin;/* [N, hd/2] RoPE tables */
     float *colsum;   /* [H, N] */
     float *window;   /* [H, W', N] */
-    float *logits;   /* [V] */
+    float *logits;   /* [R, V] logits of the last R positions */
+    uint8_t *allow;  /* [KVH, Nc] keep mask of the current layer, or NULL */
 } run_state;
 
 typedef struct {
@@ -36,13 +37,14 @@ size_t kv_forward_bytes(const kv_config *c, int n, int window) {
 }
 
 static void free_state(kv_kernels *k, run_state *s) {
-    float **bufs = (float **)s;
-    for (size_t i = 0; i < sizeof *s / sizeof(float *); i++)
+    void **bufs = (void **)s;
+    for (size_t i = 0; i < sizeof *s / sizeof(void *); i++)
         if (bufs[i]) k->free(k, bufs[i]);
     memset(s, 0, sizeof *s);
 }
 
-static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, int wrows, kv_error *err) {
+static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, int wrows, int logit_rows, int n_ctx,
+                       kv_error *err) {
     memset(s, 0, sizeof *s);
     size_t N = n, D = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     size_t qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
@@ -50,13 +52,18 @@ static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, i
         {&s->x, N * D},   {&s->xn, N * D},  {&s->q, N * qd},    {&s->kk, N * kvd},
         {&s->v, N * kvd}, {&s->att, N * qd}, {&s->proj, N * D},   {&s->gate, N * I},
         {&s->up, N * I},  {&s->cos, N * hd / 2}, {&s->sin, N * hd / 2},
-        {&s->colsum, c->n_heads * N}, {&s->window, c->n_heads * (size_t)wrows * N}, {&s->logits, c->vocab_size},
+        {&s->colsum, c->n_heads * N}, {&s->window, c->n_heads * (size_t)wrows * N},
+        {&s->logits, (size_t)c->vocab_size * (logit_rows > 1 ? logit_rows : 1)},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!(*want[i].p = k->alloc(k, want[i].n * sizeof(float), err))) {
             free_state(k, s);
             return -1;
         }
+    if (n_ctx > 0 && !(s->allow = k->alloc(k, (size_t)c->n_kv_heads * n_ctx, err))) {
+        free_state(k, s);
+        return -1;
+    }
     return 0;
 }
 
@@ -100,7 +107,7 @@ static int check_finite(kv_kernels *k, const float *x, int rows, int width, cons
 }
 
 static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, int n, const kv_capture_hooks *hooks,
-                           host_capture *hc, kv_error *err) {
+                           const kv_forward_masks *masks, host_capture *hc, kv_error *err) {
     kv_kernels *k = m->k;
     const kv_config *c = &m->cfg;
     int H = c->n_heads, KVH = c->n_kv_heads, hd = c->head_dim, D = c->hidden_size;
@@ -120,7 +127,11 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
     int wrows = hooks && hooks->window < n ? hooks->window : n;
     kv_attn_capture cap = {.colsum = s->colsum, .window = s->window, .window_rows = wrows,
                            .maps = hooks && hooks->map_sink ? hooks->map_sink(hooks->ctx, l) : NULL};
-    if (k->attention(k, s->att, s->q, s->kk, s->v, n, H, KVH, hd, c->sliding_window, capture ? &cap : NULL, err))
+    kv_attn_mask mask = {.allow = s->allow, .n_ctx = masks ? masks->n_ctx : 0};
+    int masked = masks && masks->allow[l];
+    if (masked && k->upload(k, s->allow, masks->allow[l], (size_t)KVH * masks->n_ctx, err)) return -1;
+    if (k->attention(k, s->att, s->q, s->kk, s->v, n, H, KVH, hd, c->sliding_window, masked ? &mask : NULL,
+                     capture ? &cap : NULL, err))
         return -1;
     if (capture) {
         if (k->download(k, hc->colsum, s->colsum, (size_t)H * n * sizeof(float), err) ||
@@ -150,13 +161,23 @@ static int mlp_block(kv_model *m, run_state *s, const kv_layer *L, int n, kv_err
 
 int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks, float *logits,
                kv_error *err) {
+    return kv_forward_ex(m, tokens, n, hooks, NULL, 1, logits, err);
+}
+
+int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks,
+                  const kv_forward_masks *masks, int logit_rows, float *logits, kv_error *err) {
     kv_kernels *k = m->k;
     const kv_config *c = &m->cfg;
     if (n <= 0) return kv_fail(err, "empty prompt");
+    if (logits && (logit_rows < 1 || logit_rows > n))
+        return kv_fail(err, "logits of the last %d positions asked of a %d-token prompt", logit_rows, n);
+    if (masks && (masks->n_ctx < 1 || masks->n_ctx > n))
+        return kv_fail(err, "masked pass: context length %d is outside 1..%d", masks->n_ctx, n);
     int wrows = hooks && hooks->window < n ? hooks->window : n;
     if (wrows < 1) wrows = 1;
+    int R = logits ? logit_rows : 1;
     run_state s;
-    if (build_state(k, &s, c, n, wrows, err)) return -1;
+    if (build_state(k, &s, c, n, wrows, R, masks ? masks->n_ctx : 0, err)) return -1;
     host_capture hc = {0};
     int rc = -1;
     if (hooks) {
@@ -168,7 +189,7 @@ int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks
     if (upload_rope_tables(k, &s, c, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer *L = &m->layers[l];
-        if (attention_block(m, &s, L, l, n, hooks, &hc, err) || mlp_block(m, &s, L, n, err) ||
+        if (attention_block(m, &s, L, l, n, hooks, masks, &hc, err) || mlp_block(m, &s, L, n, err) ||
             check_finite(k, s.x, n, c->hidden_size, "the residual stream", err)) {
             kv_wrap(err, "layer %d", l);
             goto done;
@@ -176,11 +197,11 @@ int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks
         if (hooks && hooks->progress) hooks->progress(hooks->ctx, l);
     }
     if (logits) {
-        float *last = s.x + (size_t)(n - 1) * c->hidden_size;
-        if (k->rmsnorm(k, s.xn, last, m->final_norm, 1, c->hidden_size, c->rms_norm_eps, err) ||
-            k->matmul(k, s.logits, s.xn, &m->lm_head, NULL, 1, err) ||
-            check_finite(k, s.logits, 1, c->vocab_size, "the last position's logits", err) ||
-            k->download(k, logits, s.logits, (size_t)c->vocab_size * sizeof(float), err))
+        float *last = s.x + (size_t)(n - R) * c->hidden_size;
+        if (k->rmsnorm(k, s.xn, last, m->final_norm, R, c->hidden_size, c->rms_norm_eps, err) ||
+            k->matmul(k, s.logits, s.xn, &m->lm_head, NULL, R, err) ||
+            check_finite(k, s.logits, R, c->vocab_size, R == 1 ? "the last position's logits" : "the logits", err) ||
+            k->download(k, logits, s.logits, (size_t)R * c->vocab_size * sizeof(float), err))
             goto done;
     }
     rc = 0;

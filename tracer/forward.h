@@ -21,6 +21,19 @@ typedef struct {
 int kv_forward(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks, float *logits,
                kv_error *err);
 
+/* A compressed pass (docs/fidelity.md): per layer, which of the n_ctx
+ * context positions each KV head keeps for the rows after the context. */
+typedef struct {
+    int n_ctx;                   /* Nc: rows i >= n_ctx are masked */
+    const uint8_t *const *allow; /* [n_layers] host [KVH, n_ctx] keep masks (1 keep); NULL entry: layer not compressed */
+} kv_forward_masks;
+
+/* kv_forward with optional masks (NULL: the plain pass, the same code) and
+ * the logits of the last logit_rows positions: logits (host, optional)
+ * [logit_rows, V], row r is position n - logit_rows + r. */
+int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks,
+                  const kv_forward_masks *masks, int logit_rows, float *logits, kv_error *err);
+
 /* Bytes of activations kv_forward allocates for n tokens (for memory checks). */
 size_t kv_forward_bytes(const kv_config *c, int n, int window);
 
