@@ -4,6 +4,7 @@
 #   make SANITIZE=1 check   the same under ASan + UBSan (make clean when switching)
 #   make demo       trace the bundled default model and analyse it (tools/demo.sh)
 #   make bench      run the CPU benchmarks in bench/
+#   make fuzz       build the libFuzzer harnesses (clang) and run each for FUZZ_SECONDS
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
 #                   (switching between CUDA=0 and CUDA=1 needs a make clean)
 #
@@ -20,12 +21,18 @@ PKGS    := hdf5 openblas libcjson libpcre2-8 libutf8proc zlib
 OPENBLAS_OMP := $(firstword $(wildcard /usr/lib/*/openblas-openmp/pkgconfig))
 PKGCONF := $(if $(OPENBLAS_OMP),PKG_CONFIG_PATH=$(OPENBLAS_OMP):$$PKG_CONFIG_PATH) pkg-config
 OPT     ?= -O2
+OMPFLAG ?= -fopenmp
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -I. \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra $(OMPFLAG) -I. \
            $(shell $(PKGCONF) --cflags $(PKGS))
 BLAS_RPATH := $(if $(OPENBLAS_OMP),-Wl$(comma)-rpath$(comma)$(patsubst %/pkgconfig,%,$(OPENBLAS_OMP)))
-LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS)) -fopenmp -lm $(BLAS_RPATH)
+LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS)) $(OMPFLAG) -lm $(BLAS_RPATH)
 TEST_LDLIBS := $(shell pkg-config --libs check)
+
+# libFuzzer builds (make fuzz): clang, coverage + ASan + UBSan, in build-fuzz/
+ifeq ($(FUZZ),1)
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+endif
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -51,7 +58,7 @@ endif
 TESTSRC := $(wildcard tests/test_*.c)
 TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
 # programs the test scripts drive (tests/<area>/<name>.c -> bin/tests/<name>)
-HELPERSRC := $(wildcard tests/*/*.c)
+HELPERSRC := $(filter-out tests/fuzz/%,$(wildcard tests/*/*.c))
 HELPERBIN := $(foreach f,$(HELPERSRC),bin/tests/$(basename $(notdir $(f))))
 
 # tracer/main.c -> bin/kvtrace, analyzer/main.c -> bin/kvanalyze, plots/main.c -> bin/kvplot
@@ -59,7 +66,7 @@ TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
          $(if $(wildcard analyzer/main.c),bin/kvanalyze) \
          $(if $(wildcard plots/main.c),bin/kvplot)
 
-.PHONY: all check bench clean deps demo
+.PHONY: all check bench clean deps demo fuzz fuzz-build
 # keep test and bench objects (no "rm build/tests/..." after the test summary)
 .SECONDARY:
 all: $(TOOLS)
@@ -107,6 +114,20 @@ bin/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkv.a
 
 BENCHBIN := $(patsubst bench/%.c,bin/bench/%,$(wildcard bench/*.c))
 
+FUZZSRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZBIN := $(FUZZSRC:tests/fuzz/%.c=bin/fuzz/%)
+bin/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/libkv.a
+	@mkdir -p bin/fuzz
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+# fuzzers: built with clang into build-fuzz/ (the normal build is untouched)
+fuzz-build:
+	$(MAKE) FUZZ=1 CC=clang OMPFLAG=-fopenmp=libgomp CUDA=0 BUILD=build-fuzz $(FUZZBIN)
+
+# FUZZ_SECONDS per fuzzer (default 60); corpora in tests/fuzz/corpus/<name>
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(or $(FUZZ_SECONDS),60)
+
 check: $(TOOLS) $(TESTBIN) $(HELPERBIN)
 	bash tests/run.sh
 
@@ -120,7 +141,7 @@ demo: $(TOOLS)
 	bash tools/demo.sh
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) build-fuzz bin
 
 -include $(LIBOBJ:.o=.d) $(BUILD)/tracer/main.d $(BUILD)/analyzer/main.d $(BUILD)/plots/main.d \
          $(wildcard $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d $(BUILD)/bench/*.d)

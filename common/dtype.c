@@ -81,12 +81,20 @@ uint16_t kv_f32_to_f16(float f) {
     return (uint16_t)(sign | r);
 }
 
+/* The safetensors format does not align tensors to their element size, so
+ * 16-bit elements are loaded byte-wise (memcpy), never through a pointer. */
+static inline uint16_t load_u16(const unsigned char *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
 void kv_to_f32(float *dst, const void *src, kv_dtype dtype, size_t n) {
-    const uint16_t *h = src;
+    const unsigned char *b = src;
     switch (dtype) {
     case KV_F32: memcpy(dst, src, n * 4); break;
-    case KV_BF16: for (size_t i = 0; i < n; i++) dst[i] = kv_bf16_to_f32(h[i]); break;
-    case KV_F16: for (size_t i = 0; i < n; i++) dst[i] = kv_f16_to_f32(h[i]); break;
+    case KV_BF16: for (size_t i = 0; i < n; i++) dst[i] = kv_bf16_to_f32(load_u16(b + 2 * i)); break;
+    case KV_F16: for (size_t i = 0; i < n; i++) dst[i] = kv_f16_to_f32(load_u16(b + 2 * i)); break;
     default: memset(dst, 0, n * 4); break;
     }
 }

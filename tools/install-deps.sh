@@ -9,6 +9,7 @@ PACKAGES=(
   libcjson-dev                    # config.json, tokenizer.json, safetensors headers, outputs
   libpcre2-dev libutf8proc-dev    # tokenizer: split regexes, NFC, Unicode categories
   check libsubunit-dev            # C unit tests
+  clang libclang-rt-14-dev        # libFuzzer harnesses (make fuzz; their regressions run in make check)
   python3 python3-numpy python3-h5py   # independent reference implementations in tests/
   gnuplot-nox                     # kvplot
 )

@@ -49,7 +49,9 @@ static int get_token_id(const cJSON *o, const char *key, int *out, const char *p
     *out = -1;
     if (!v || cJSON_IsNull(v)) return 0;
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0); /* eos_token_id may be a list */
-    if (!cJSON_IsNumber(v)) return kv_fail(err, "%s: \"%s\" must be a token id", path, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2147483647.0 ||
+        v->valuedouble != floor(v->valuedouble))
+        return kv_fail(err, "%s: \"%s\" must be a token id", path, key);
     *out = (int)v->valuedouble;
     return 0;
 }

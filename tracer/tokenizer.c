@@ -210,7 +210,7 @@ static int add_norm(kv_tokenizer *t, const cJSON *o, const char *name, kv_error 
         return 0;
     }
     if (t->n_norms == KV_TOK_MAX_STEPS) return kv_fail(err, "%s: too many normalizers", name);
-    kv_norm *n = &t->norms[t->n_norms];
+    kv_norm *n = &t->norms[t->n_norms++]; /* counted now: a step that fails half-way is still freed */
     memset(n, 0, sizeof *n);
     char what[256];
     snprintf(what, sizeof what, "%s: normalizer %s", name, type);
@@ -234,7 +234,6 @@ static int add_norm(kv_tokenizer *t, const cJSON *o, const char *name, kv_error 
     } else {
         return kv_fail(err, "%s: normalizer type '%s' is not supported", name, type);
     }
-    t->n_norms++;
     return 0;
 }
 
@@ -249,7 +248,7 @@ static int add_pretok(kv_tokenizer *t, const cJSON *o, const char *name, kv_erro
         return 0;
     }
     if (t->n_pretoks == KV_TOK_MAX_STEPS) return kv_fail(err, "%s: too many pre-tokenizers", name);
-    kv_pretok *p = &t->pretoks[t->n_pretoks];
+    kv_pretok *p = &t->pretoks[t->n_pretoks++]; /* counted now: a step that fails half-way is still freed */
     memset(p, 0, sizeof *p);
     char what[256];
     snprintf(what, sizeof what, "%s: pre_tokenizer %s", name, type);
@@ -283,7 +282,6 @@ static int add_pretok(kv_tokenizer *t, const cJSON *o, const char *name, kv_erro
     } else {
         return kv_fail(err, "%s: pre_tokenizer type '%s' is not supported", name, type);
     }
-    t->n_pretoks++;
     return 0;
 }
 
@@ -298,7 +296,7 @@ static int add_decoder(kv_tokenizer *t, const cJSON *o, const char *name, kv_err
         return 0;
     }
     if (t->n_decs == KV_TOK_MAX_STEPS) return kv_fail(err, "%s: too many decoders", name);
-    kv_dec *d = &t->decs[t->n_decs];
+    kv_dec *d = &t->decs[t->n_decs++]; /* counted now: a step that fails half-way is still freed */
     memset(d, 0, sizeof *d);
     char what[256];
     snprintf(what, sizeof what, "%s: decoder %s", name, type);
@@ -331,7 +329,6 @@ static int add_decoder(kv_tokenizer *t, const cJSON *o, const char *name, kv_err
     } else {
         return kv_fail(err, "%s: decoder type '%s' is not supported", name, type);
     }
-    t->n_decs++;
     return 0;
 }
 
@@ -381,7 +378,17 @@ static int add_post(kv_tokenizer *t, const cJSON *o, const char *name, kv_error 
                                sid ? sid : "?");
             }
             const cJSON *x;
-            cJSON_ArrayForEach(x, ids) kv_ivec_push(&tmpl, (int32_t)x->valuedouble);
+            cJSON_ArrayForEach(x, ids) {
+                /* an id the vocabulary does not have would reach the model's embedding table */
+                if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= t->n_ids ||
+                    x->valuedouble != (double)(int32_t)x->valuedouble) {
+                    free(tmpl.v);
+                    return kv_fail(err, "%s: TemplateProcessing special token '%s' has id %g, which is not in the "
+                                        "vocabulary (0-%d)", name, sid, cJSON_IsNumber(x) ? x->valuedouble : -1.0,
+                                   t->n_ids - 1);
+                }
+                kv_ivec_push(&tmpl, (int32_t)x->valuedouble);
+            }
         } else {
             free(tmpl.v);
             return kv_fail(err, "%s: TemplateProcessing item is neither Sequence nor SpecialToken", name);
