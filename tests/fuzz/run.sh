@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzzer in bin/fuzz for SECONDS each (default 60) on its corpus
+# Runs every fuzzer in bin/fuzz until one million executions or SECONDS
+# (default 60), whichever comes first, on its corpus
 # (tests/fuzz/corpus/<name>, grown in .cache/fuzz/<name>), then prints one
 # line per fuzzer: executions, exec/s, and whether it found a crash. Crashing
 # inputs land in .cache/fuzz/crashes/<name>/; copy them to
@@ -21,7 +22,7 @@ for f in bin/fuzz/fuzz_*; do
     extra=()
     [ "$name" = fuzz_tokenizer ] && extra=(-max_len=8192)
     [ "$name" = fuzz_trace ] && extra=(-max_len=131072)
-    "$f" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+    "$f" -runs=1000000 -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="$crashes/" "${extra[@]}" "$work" "tests/fuzz/corpus/$name" >"$log" 2>&1
     rc=$?
     execs=$(grep -m1 '^stat::number_of_executed_units' "$log" | awk '{print $2}')
