@@ -47,6 +47,7 @@ static void usage(FILE *f) {
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
             "       kvtrace devices     (which backends this build has and the GPUs they find)\n"
+            "       kvtrace fidelity --model DIR --prompts FILE --spec SPEC... -o fidelity.csv  (docs/fidelity.md)\n"
             "\n"
             "Runs the model's forward pass (CPU or NVIDIA GPU) and writes every head's attention into an HDF5\n"
             "trace (format: docs/trace-format.md).\n"
@@ -545,6 +546,7 @@ static int devices_main(void) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return kv_tokenize_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "fidelity")) return kv_fidelity_main(argc - 1, argv + 1);
     if (argc == 2 && !strcmp(argv[1], "devices")) return devices_main();
     options o;
     int r = parse_options(argc, argv, &o);

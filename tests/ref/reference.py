@@ -4,7 +4,13 @@ RMSNorm, rotate_half RoPE (with llama3 frequency scaling), repeat_kv GQA,
 causal (and sliding-window) softmax attention, SwiGLU MLP.
 
 reference_forward(cfg, weights, tokens) returns a dict with, per layer,
-attn [H, N, N], values [KVH, N, hd], and the last position's logits.
+attn [H, N, N], values [KVH, N, hd], the last position's logits, and
+logits_all [N, V] (every position's).
+
+masks (kvtrace fidelity's compressed pass, docs/fidelity.md): a list with one
+entry per layer, None (not compressed) or a bool array [KVH, Nc]: query rows
+i >= Nc see a context key j < Nc only where the row's KV head keeps it; the
+softmax renormalises over the visible keys.
 """
 import math
 
@@ -61,6 +67,8 @@ def reference_forward(cfg, weights, tokens, masks=None):
     if sw and cfg.get("use_sliding_window", True):
         visible &= (i - j) < sw
     out = {"attn": [], "values": []}
+    if masks is not None and len(masks) != cfg["num_hidden_layers"]:
+        raise ValueError("masks: one entry per layer")
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
@@ -81,7 +89,14 @@ def reference_forward(cfg, weights, tokens, masks=None):
         rep = H // KVH
         k_rep, v_rep = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
         scores = q @ k_rep.transpose(0, 2, 1) / math.sqrt(hd)
-        scores = np.where(visible[None], scores, -np.inf)
+        vis = np.broadcast_to(visible[None], (H, N, N))
+        if masks is not None and masks[l] is not None:
+            keep = np.asarray(masks[l], dtype=bool)        # [KVH, Nc]
+            nc = keep.shape[1]
+            vis = vis.copy()
+            for hh in range(H):
+                vis[hh, nc:, :nc] &= keep[hh // (H // KVH)][None, :]
+        scores = np.where(vis, scores, -np.inf)
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
@@ -96,9 +111,9 @@ def reference_forward(cfg, weights, tokens, masks=None):
         g = h @ W[p + "mlp.gate_proj.weight"].T
         u = h @ W[p + "mlp.up_proj.weight"].T
         x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
-    last = rms_norm(x[-1], W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
-    out["logits"] = head @ last
+    out["logits_all"] = rms_norm(x, W["model.norm.weight"], eps) @ head.T
+    out["logits"] = out["logits_all"][-1]
     out["attn"] = np.stack(out["attn"])
     out["values"] = np.stack(out["values"])
     return out

@@ -1,0 +1,367 @@
+/* `kvtrace fidelity`: the command line around tracer/fidelity.c
+ * (docs/fidelity.md). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "tracer/fidelity.h"
+#include "tracer/forward.h"
+#include "tracer/prompts.h"
+#include "tracer/tokenizer.h"
+
+#define MAX_SPECS 256
+#define MAX_SPECIAL_TEXTS 64
+
+typedef struct {
+    const char *model_dir, *prompts_path, *out_path, *device;
+    const char *spec_texts[MAX_SPECS];
+    int n_specs;
+    kv_fidelity_params p;
+    int threads, force, timings;
+    const char *special_texts[MAX_SPECIAL_TEXTS];
+    int n_special_texts;
+} fid_options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvtrace fidelity --model DIR --prompts FILE --spec SPEC [--spec SPEC ...] -o fidelity.csv\n"
+            "                        [--continuation Q] [--layer L] [--obs-window W] [--device auto|cpu|cuda]\n"
+            "                        [--threads N] [--special-text STR]... [--timings] [--force]\n"
+            "\n"
+            "How far a KV-cache compression setting moves the model's own next-token predictions: each prompt's\n"
+            "last Q tokens are predicted once with the full cache and once with every KV head keeping only its\n"
+            "chosen context positions (docs/fidelity.md). One CSV row per prompt and spec.\n"
+            "\n"
+            "  SPEC                full | streaming:B | adakv:uniform:B | adakv:adaptive:B[:alpha]\n"
+            "                      | fastgen:policies.json:T  (B entries per KV head; alpha default 0.2;\n"
+            "                      policies.json from kvanalyze on the same model, T one of its thresholds)\n"
+            "  --continuation Q    tokens at the end of each prompt that are predicted (default 64, >= 2)\n"
+            "  --layer L           compress layer L only (default: every layer)\n"
+            "  --obs-window W      Ada-KV's observation window, always kept, inside B (default 32)\n"
+            "  --special-text STR  flag STR in the token stream as special for FastGen (repeatable)\n"
+            "  --timings           also time a plain forward pass per prompt; times go to stderr\n"
+            "  --force             overwrite an existing output file\n");
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, fid_options *o) {
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},        {"prompts", required_argument, 0, 'p'},
+        {"output", required_argument, 0, 'o'},       {"spec", required_argument, 0, 's'},
+        {"continuation", required_argument, 0, 'q'}, {"layer", required_argument, 0, 'l'},
+        {"obs-window", required_argument, 0, 'w'},   {"device", required_argument, 0, 'D'},
+        {"threads", required_argument, 0, 't'},      {"special-text", required_argument, 0, 'S'},
+        {"timings", no_argument, 0, 'T'},            {"force", no_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
+    };
+    *o = (fid_options){.out_path = "fidelity.csv", .device = "auto",
+                       .p = {.continuation = 64, .layer = -1, .obs_window = 32}};
+    long v;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model_dir = optarg; break;
+        case 'p': o->prompts_path = optarg; break;
+        case 'o': o->out_path = optarg; break;
+        case 'f': o->force = 1; break;
+        case 'T': o->timings = 1; break;
+        case 's':
+            if (o->n_specs == MAX_SPECS) {
+                fprintf(stderr, "kvtrace fidelity: more than %d --spec options\n", MAX_SPECS);
+                return 2;
+            }
+            o->spec_texts[o->n_specs++] = optarg;
+            break;
+        case 'q':
+            if (parse_int(optarg, 2, 1 << 24, &v)) {
+                fprintf(stderr, "kvtrace fidelity: --continuation '%s': expected an integer >= 2\n", optarg);
+                return 2;
+            }
+            o->p.continuation = (int)v;
+            break;
+        case 'l':
+            if (parse_int(optarg, 0, INT_MAX, &v)) {
+                fprintf(stderr, "kvtrace fidelity: --layer '%s': expected a layer index\n", optarg);
+                return 2;
+            }
+            o->p.layer = (int)v;
+            break;
+        case 'w':
+            if (parse_int(optarg, 1, 1 << 24, &v)) {
+                fprintf(stderr, "kvtrace fidelity: --obs-window '%s': expected a positive integer\n", optarg);
+                return 2;
+            }
+            o->p.obs_window = (int)v;
+            break;
+        case 'D':
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "kvtrace fidelity: --device '%s': expected auto, cpu or cuda\n", optarg);
+                return 2;
+            }
+            o->device = optarg;
+            break;
+        case 't':
+            if (parse_int(optarg, 1, 1024, &v)) {
+                fprintf(stderr, "kvtrace fidelity: --threads '%s': expected an integer from 1 to 1024\n", optarg);
+                return 2;
+            }
+            o->threads = (int)v;
+            break;
+        case 'S':
+            if (o->n_special_texts == MAX_SPECIAL_TEXTS || !optarg[0]) {
+                fprintf(stderr, "kvtrace fidelity: --special-text: empty, or more than %d given\n", MAX_SPECIAL_TEXTS);
+                return 2;
+            }
+            o->special_texts[o->n_special_texts++] = optarg;
+            break;
+        case 'h': usage(stdout); return -1;
+        case ':':
+            fprintf(stderr, "kvtrace fidelity: option %s needs a value (see --help)\n", argv[optind - 1]);
+            return 2;
+        default: fprintf(stderr, "kvtrace fidelity: unknown option '%s' (see --help)\n", argv[optind - 1]); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvtrace fidelity: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!o->model_dir) {
+        fprintf(stderr, "kvtrace fidelity: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    if (!o->n_specs) {
+        fprintf(stderr, "kvtrace fidelity: at least one --spec is required (see --help)\n");
+        return 2;
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Tokenizes text prompts and checks every prompt against the model and the specs. */
+static int prepare_prompts(kv_prompt_set *ps, const kv_tokenizer *tok, const char *tok_path, const kv_config *cfg,
+                           int min_tokens, const kv_fidelity_params *p, kv_error *err) {
+    for (int i = 0; i < ps->n; i++) {
+        kv_prompt *q = &ps->items[i];
+        if (q->text) {
+            if (!tok)
+                return kv_fail(err, "%s: prompt '%s' is text, but %s does not exist (give input_ids instead)",
+                               ps->source, q->id, tok_path);
+            size_t n;
+            if (kv_tokenizer_encode(tok, q->text, strlen(q->text), 1, &q->ids, &n, err))
+                return kv_wrap(err, "%s: prompt '%s'", ps->source, q->id);
+            if (n > INT_MAX) return kv_fail(err, "%s: prompt '%s' is too long", ps->source, q->id);
+            q->n_ids = (int)n;
+        }
+        if (q->n_ids > cfg->max_position_embeddings)
+            return kv_fail(err, "%s: prompt '%s' has %d tokens, more than the model's max_position_embeddings %d",
+                           ps->source, q->id, q->n_ids, cfg->max_position_embeddings);
+        if (q->n_ids < min_tokens)
+            return kv_fail(err, "%s: prompt '%s' has %d tokens; --continuation %d%s needs at least %d", ps->source,
+                           q->id, q->n_ids, p->continuation,
+                           min_tokens > p->continuation + 1 ? " and Ada-KV's observation window" : "", min_tokens);
+        for (int j = 0; j < q->n_ids; j++)
+            if (q->ids[j] < 0 || q->ids[j] >= cfg->vocab_size)
+                return kv_fail(err, "%s: prompt '%s': token id %d at position %d is outside the vocabulary (0-%d)",
+                               ps->source, q->id, q->ids[j], j, cfg->vocab_size - 1);
+    }
+    return 0;
+}
+
+static int token_flags(const kv_tokenizer *tok, const kv_config *c, const kv_prompt *q, const fid_options *o,
+                       uint8_t *flags, kv_error *err) {
+    memset(flags, 0, q->n_ids);
+    if (!tok) return 0;
+    int32_t extra[3];
+    size_t n_extra = 0;
+    if (c->bos_id >= 0) extra[n_extra++] = c->bos_id;
+    if (c->eos_id >= 0) extra[n_extra++] = c->eos_id;
+    if (c->pad_id >= 0) extra[n_extra++] = c->pad_id;
+    return kv_tokenizer_token_info(tok, q->ids, q->n_ids, extra, n_extra, o->special_texts, o->n_special_texts, NULL,
+                                   flags, err);
+}
+
+static void write_row(FILE *f, const char *prompt, const kv_spec *s, const fid_options *o, int n,
+                      const kv_fidelity_row *r) {
+    fprintf(f, "%s,%s,%s,%s,", prompt, s->text, kv_spec_kind_name(s->kind),
+            s->kind == KV_SPEC_ADAKV ? (s->adaptive ? "adaptive" : "uniform") : "");
+    if (s->kind == KV_SPEC_STREAMING || s->kind == KV_SPEC_ADAKV) fprintf(f, "%d", s->budget);
+    fputc(',', f);
+    if (s->kind == KV_SPEC_ADAKV) fprintf(f, "%.9g", s->alpha);
+    fputc(',', f);
+    if (s->kind == KV_SPEC_FASTGEN) fprintf(f, "%.9g", s->threshold);
+    fputc(',', f);
+    if (o->p.layer < 0) fprintf(f, "all");
+    else fprintf(f, "%d", o->p.layer);
+    fprintf(f, ",%d,%d,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", n, n - o->p.continuation,
+            o->p.continuation, r->memory_kept, r->mean_kl, r->max_kl, r->top1, r->nll_ref, r->nll_comp,
+            r->nll_comp - r->nll_ref, r->l1, r->relative_l1);
+}
+
+static int run(const fid_options *o) {
+    kv_error err = {{0}};
+    int rc = 1, n_specs = 0;
+    kv_kernels *k = NULL;
+    kv_model m = {0};
+    kv_prompt_set ps = {0};
+    kv_tokenizer *tok = NULL;
+    kv_config cfg = {0};
+    kv_spec *specs = NULL;
+    kv_fidelity_row *sum = NULL;
+    char *tok_path = NULL, *cfg_path = NULL, tmp[4096] = "";
+    FILE *out = NULL;
+    float *comp = NULL, *plain = NULL;
+    uint8_t *flags = NULL;
+
+    if (kv_path_exists(o->out_path) && !o->force) {
+        fprintf(stderr, "kvtrace fidelity: %s: already exists (use --force to overwrite)\n", o->out_path);
+        return 1;
+    }
+    /* everything that can be checked without the weights comes first */
+    if (!(cfg_path = kv_path_join(o->model_dir, "config.json", &err)) || kv_config_load(&cfg, cfg_path, &err))
+        goto fail;
+    if (o->p.layer >= cfg.n_layers) {
+        kv_fail(&err, "--layer %d: the model has %d layers (0-%d)", o->p.layer, cfg.n_layers, cfg.n_layers - 1);
+        goto fail;
+    }
+    if (!(specs = kv_calloc(o->n_specs, sizeof *specs, &err)) || !(sum = kv_calloc(o->n_specs, sizeof *sum, &err)))
+        goto fail;
+    for (; n_specs < o->n_specs; n_specs++)
+        if (kv_spec_parse(&specs[n_specs], o->spec_texts[n_specs], &cfg, o->p.obs_window, &err)) goto fail;
+    if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail;
+    if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;
+    if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
+    int min_tokens = kv_fidelity_min_tokens(specs, n_specs, &o->p);
+    if (prepare_prompts(&ps, tok, tok_path, &cfg, min_tokens, &o->p, &err)) goto fail;
+    if (!(k = kv_kernels_open(o->device, o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    const kv_config *c = &m.cfg;
+    int longest = 0;
+    for (int i = 0; i < ps.n; i++) longest = ps.items[i].n_ids > longest ? ps.items[i].n_ids : longest;
+    comp = kv_malloc((size_t)o->p.continuation * c->vocab_size * sizeof(float), &err);
+    plain = kv_malloc((size_t)o->p.continuation * c->vocab_size * sizeof(float), &err);
+    flags = kv_malloc(longest, &err);
+    if (!comp || !plain || !flags) goto fail;
+
+    snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
+    if (!(out = fopen(tmp, "w"))) {
+        kv_fail(&err, "%s: cannot create: %s", tmp, strerror(errno));
+        tmp[0] = 0;
+        goto fail;
+    }
+    fprintf(out, "prompt,spec,kind,allocation,budget,alpha,threshold,layers,n_tokens,context,continuation,"
+                 "memory_kept,mean_kl,max_kl,top1_agreement,nll_ref,nll_compressed,nll_change,l1,relative_l1\n");
+    int progress = isatty(2);
+    double t_plain = 0, t_ref = 0, t_comp = 0;
+    for (int i = 0; i < ps.n; i++) {
+        const kv_prompt *q = &ps.items[i];
+        kv_fidelity_state st;
+        if (token_flags(tok, c, q, o, flags, &err) ||
+            kv_fidelity_reference(&m, q->ids, q->n_ids, flags, specs, n_specs, &o->p, &st, &err)) {
+            kv_wrap(&err, "%s: prompt '%s'", ps.source, q->id);
+            goto fail;
+        }
+        t_ref += st.t_reference;
+        if (o->timings) {
+            double t0 = now_s();
+            if (kv_forward_ex(&m, q->ids, q->n_ids, NULL, NULL, o->p.continuation, plain, &err)) {
+                kv_fidelity_state_free(&st);
+                goto fail;
+            }
+            t_plain += now_s() - t0;
+        }
+        for (int s = 0; s < n_specs; s++) {
+            if (progress)
+                fprintf(stderr, "\rkvtrace fidelity: prompt %d/%d (%s), spec %d/%d   ", i + 1, ps.n, q->id, s + 1,
+                        n_specs);
+            double t0 = now_s();
+            if (kv_fidelity_compressed(&m, q->ids, &st, s, comp, &err)) {
+                kv_wrap(&err, "%s: prompt '%s', spec '%s'", ps.source, q->id, specs[s].text);
+                kv_fidelity_state_free(&st);
+                goto fail;
+            }
+            t_comp += now_s() - t0;
+            kv_fidelity_row r;
+            kv_fidelity_metrics(&st, s, q->ids, comp, &r);
+            write_row(out, q->id, &specs[s], o, q->n_ids, &r);
+            sum[s].memory_kept += r.memory_kept / ps.n;
+            sum[s].mean_kl += r.mean_kl / ps.n;
+            sum[s].max_kl = r.max_kl > sum[s].max_kl ? r.max_kl : sum[s].max_kl;
+            sum[s].top1 += r.top1 / ps.n;
+            sum[s].nll_ref += r.nll_ref / ps.n;
+            sum[s].nll_comp += r.nll_comp / ps.n;
+            sum[s].l1 += r.l1 / ps.n;
+        }
+        kv_fidelity_state_free(&st);
+    }
+    if (progress) fprintf(stderr, "\n");
+    if (ferror(out) | fclose(out)) {
+        out = NULL;
+        kv_fail(&err, "%s: write error", tmp);
+        goto fail;
+    }
+    out = NULL;
+    if (rename(tmp, o->out_path)) {
+        kv_fail(&err, "%s: cannot rename to %s: %s", tmp, o->out_path, strerror(errno));
+        goto fail;
+    }
+    tmp[0] = 0;
+    printf("%-40s %8s %10s %10s %7s %10s %10s\n", "spec", "memory", "mean KL", "max KL", "top-1", "dNLL", "L1");
+    for (int s = 0; s < n_specs; s++)
+        printf("%-40s %8.3f %10.3g %10.3g %7.3f %10.3g %10.3g\n", specs[s].text, sum[s].memory_kept, sum[s].mean_kl,
+               sum[s].max_kl, sum[s].top1, sum[s].nll_comp - sum[s].nll_ref, sum[s].l1);
+    if (o->timings)
+        fprintf(stderr,
+                "kvtrace fidelity: %d prompts: plain pass %.3f s, reference pass (with captures) %.3f s, compressed "
+                "pass %.3f s on average over %d specs (%.2fx the plain pass)\n",
+                ps.n, t_plain / ps.n, t_ref / ps.n, t_comp / ps.n / n_specs, n_specs,
+                t_plain > 0 ? t_comp / n_specs / t_plain : 0.0);
+    rc = 0;
+    goto done;
+fail:
+    if (isatty(2)) fprintf(stderr, "\n");
+    fprintf(stderr, "kvtrace fidelity: %s\n", err.msg);
+done:
+    if (out) fclose(out);
+    if (tmp[0]) unlink(tmp);
+    for (int s = 0; specs && s < o->n_specs; s++) kv_spec_free(&specs[s]);
+    free(specs);
+    free(sum);
+    free(comp);
+    free(plain);
+    free(flags);
+    free(tok_path);
+    free(cfg_path);
+    kv_config_free(&cfg);
+    kv_prompts_free(&ps);
+    if (tok) kv_tokenizer_free(tok);
+    free_model(&m);
+    if (k) k->destroy(k);
+    return rc;
+}
+
+int kv_fidelity_main(int argc, char **argv) {
+    fid_options o;
+    int r = parse_options(argc, argv, &o);
+    if (r) return r < 0 ? 0 : r;
+    return run(&o);
+}
