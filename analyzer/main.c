@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "analyzer/analyze.h"
+#include "analyzer/check.h"
 #include "common/trace.h"
 
 #define KVANALYZE_VERSION "0.1.0"
@@ -17,10 +18,13 @@
 static void usage(FILE *fp) {
     fprintf(fp,
             "usage: kvanalyze TRACE.h5 -o OUTDIR [options]\n"
+            "       kvanalyze --check TRACE.h5\n"
             "\n"
             "FastGen head-policy profiling and Ada-KV uniform vs adaptive budget\n"
             "allocation over a kvtrace file (docs/analyzer.md).\n"
             "\n"
+            "      --check             only verify the trace (format, shapes, rows summing to 1, nothing above\n"
+            "                          the diagonal, colsum against attn, no NaN); exit 1 at the first fault\n"
             "  -o, --outdir DIR        output directory (created when missing)\n"
             "      --force             replace existing output files in DIR\n"
             "FastGen:\n"
@@ -110,12 +114,12 @@ int main(int argc, char **argv) {
     o.ada.kernel = 7;
     o.ada.obs_window = 32;
     o.ada.alpha = 0.2;
-    int threads = 0;
+    int threads = 0, check_only = 0;
     char *prompt_list = NULL;
     char *parts[KV_MAX_LIST];
 
     enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
-           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS };
+           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK };
     static const struct option lo[] = {
         {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
         {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
@@ -126,6 +130,7 @@ int main(int argc, char **argv) {
         {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", no_argument, 0, O_PYR},
         {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
         {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
+        {"check", no_argument, 0, O_CHECK},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -210,6 +215,7 @@ int main(int argc, char **argv) {
             break;
         case O_FORCE: o.force = 1; break;
         case O_TIMINGS: o.timings = 1; break;
+        case O_CHECK: check_only = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kvanalyze %s (trace format %d)\n", KVANALYZE_VERSION, KV_TRACE_FORMAT_VERSION); return 0;
         case ':': return fail("option %s needs a value (see --help)", argv[optind - 1]);
@@ -220,6 +226,14 @@ int main(int argc, char **argv) {
     if (optind + 1 < argc) return fail("unexpected argument '%s' (see --help)", argv[optind + 1]);
     o.trace_path = argv[optind];
     o.ada.gqa_max = o.gqa_max;
+    if (check_only) {
+        kv_error cerr = {{0}};
+        if (kv_check_trace(o.trace_path, stdout, &cerr)) {
+            fprintf(stderr, "kvanalyze: %s\n", cerr.msg);
+            return 1;
+        }
+        return 0;
+    }
     if (!o.outdir) return fail("%s", "missing -o OUTDIR (see --help)");
     for (int i = 0; i < o.n_budgets; i++)
         if (o.budgets[i] <= o.ada.obs_window) {
