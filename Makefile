@@ -14,7 +14,7 @@
 
 CC      ?= gcc
 comma   := ,
-PKGS    := hdf5 openblas libcjson libpcre2-8 libutf8proc zlib
+PKGS    := hdf5 openblas libcjson libpcre2-8 libutf8proc libdeflate
 # Prefer Debian's OpenMP build of OpenBLAS: it shares libgomp's thread pool
 # with our own OpenMP loops (and runs single-threaded inside them) instead of
 # a second pool of spinning pthreads competing for the same cores.

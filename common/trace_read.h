@@ -82,8 +82,7 @@ void kv_prompt_close(kv_prompt *p);
  *   attn:    heads [h0, h0+nh) -> out [nh, N, N]   (float16 converted).
  *            When the maps are float32 or IEEE float16 in chunks of whole rows with only
  *            shuffle/deflate filters, the raw chunks are read with
- *            H5Dread_chunk and decompressed on OpenMP threads (zlib's
- *            uncompress); set
+ *            H5Dread_chunk and decompressed on OpenMP threads (libdeflate); set
  *            KV_READ_PLAIN=1 in the environment to force plain H5Dread.
  *   window:  out [H, W', N]
  *   colsum:  out [H, N]

@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(
   build-essential pkg-config time
-  libhdf5-dev hdf5-tools zlib1g-dev   # trace files (zlib: kvanalyze inflates map chunks itself)
+  libhdf5-dev hdf5-tools libdeflate-dev   # trace files (libdeflate: kvanalyze inflates map chunks itself)
   libopenblas-openmp-dev          # CPU matmul (cblas), OpenMP build
   libcjson-dev                    # config.json, tokenizer.json, safetensors headers, outputs
   libpcre2-dev libutf8proc-dev    # tokenizer: split regexes, NFC, Unicode categories
