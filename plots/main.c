@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "plots/fig_fidelity.h"
 #include "plots/plot.h"
 
 static void usage(FILE *fp) {
@@ -29,6 +30,7 @@ static void usage(FILE *fp) {
             "\n"
             "  -o, --outdir DIR       figure directory (created when missing)\n"
             "      --trace FILE       the trace, for head_maps (needs kvtrace --full-maps)\n"
+            "      --fidelity FILE    kvtrace fidelity's CSV, for fidelity_vs_memory and l1_vs_kl\n"
             "  -f, --format LIST      png,pdf,svg (default png,pdf)\n"
             "  -t, --threshold T      FastGen threshold to show (default 0.95 when\n"
             "                         in the results, else the first)\n"
@@ -48,7 +50,8 @@ static void usage(FILE *fp) {
             "  -V, --version          print the version\n"
             "\n"
             "Figures: policy_by_layer head_maps memory_vs_threshold loss_vs_budget\n"
-            "         loss_ratio_per_prompt budget_heatmap concentration\n");
+            "         loss_ratio_per_prompt budget_heatmap concentration\n"
+            "         fidelity_vs_memory l1_vs_kl (with --fidelity)\n");
 }
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -74,6 +77,8 @@ static const struct {
     {"loss_ratio_per_prompt", kvp_fig_loss_ratio_per_prompt},
     {"budget_heatmap", kvp_fig_budget_heatmap},
     {"concentration", kvp_fig_concentration},
+    {"fidelity_vs_memory", kvp_fig_fidelity_vs_memory},
+    {"l1_vs_kl", kvp_fig_l1_vs_kl},
 };
 #define N_FIGS ((int)(sizeof FIGS / sizeof FIGS[0]))
 
@@ -209,7 +214,7 @@ int main(int argc, char **argv) {
     c.label_tokens = 32;
     const char *outdir = NULL, *formats = "png,pdf", *only = NULL, *tpl_given = NULL;
     int force = 0;
-    enum { O_TRACE = 256, O_WIDTH, O_DPI, O_HEADS, O_PROMPT, O_LAYERS, O_MAXCELLS, O_LABELS, O_ONLY, O_TPL, O_FORCE };
+    enum { O_TRACE = 256, O_WIDTH, O_DPI, O_HEADS, O_PROMPT, O_LAYERS, O_MAXCELLS, O_LABELS, O_ONLY, O_TPL, O_FORCE, O_FIDELITY };
     static const struct option opts[] = {
         {"outdir", required_argument, 0, 'o'},     {"trace", required_argument, 0, O_TRACE},
         {"format", required_argument, 0, 'f'},     {"threshold", required_argument, 0, 't'},
@@ -219,13 +224,15 @@ int main(int argc, char **argv) {
         {"max-cells", required_argument, 0, O_MAXCELLS}, {"label-tokens", required_argument, 0, O_LABELS},
         {"only", required_argument, 0, O_ONLY},    {"templates", required_argument, 0, O_TPL},
         {"force", no_argument, 0, O_FORCE},        {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
+        {"version", no_argument, 0, 'V'},          {"fidelity", required_argument, 0, O_FIDELITY},
+        {0, 0, 0, 0}};
     int ch;
     long lv;
     while ((ch = getopt_long(argc, argv, "o:f:t:b:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'o': outdir = optarg; break;
         case O_TRACE: c.trace = optarg; break;
+        case O_FIDELITY: kvp_fidelity_csv = optarg; break;
         case 'f': formats = optarg; break;
         case 't':
             if (parse_double(optarg, &c.threshold) || c.threshold <= 0 || c.threshold > 1)

@@ -248,6 +248,26 @@ if c.check("CLI runs", r.returncode == 0, r.stderr.strip()):
     c.check("CLI: --force --layer 1", r3.returncode == 0 and all(x["layers"] == "1" for x in csv.DictReader(open(out))),
             r3.stderr)
 
+# ---- kvplot's figures from the CSV ----------------------------------------
+if os.path.exists(out):
+    figs = os.path.join(d, "figs")
+    r = run([os.path.join(BIN, "kvplot"), os.path.dirname(pol), "-o", figs, "--fidelity", out, "--format", "png",
+             "--only", "fidelity_vs_memory,l1_vs_kl"])
+    made = all(os.path.getsize(os.path.join(figs, f"{n}.{e}")) > 0
+               for n in ("fidelity_vs_memory", "l1_vs_kl") for e in ("png", "dat", "gp")) if r.returncode == 0 else False
+    c.check("kvplot --fidelity draws fidelity_vs_memory and l1_vs_kl", made and "gnuplot says" not in r.stderr,
+            r.stderr.strip())
+    if made:
+        dat = open(os.path.join(figs, "l1_vs_kl.dat")).read()
+        blocks = [b for b in dat.split("\n\n\n") if b.strip()]
+        c.check("l1_vs_kl.dat: one block per kind (adaptive, uniform, streaming, fastgen, full)", len(blocks) == 5,
+                str(len(blocks)))
+        c.check("kvplot reports the Spearman correlation", "Spearman rank correlation" in r.stderr, r.stderr)
+    r = run([os.path.join(BIN, "kvplot"), os.path.dirname(pol), "-o", os.path.join(d, "figs2"), "--format", "png",
+             "--only", "fidelity_vs_memory,memory_vs_threshold"])
+    c.check("kvplot without --fidelity skips fidelity_vs_memory with a reason",
+            r.returncode == 0 and "skipping fidelity_vs_memory" in r.stderr and "--fidelity" in r.stderr, r.stderr)
+
 # ---- errors ----------------------------------------------------------------
 mha = os.path.join(c.tmp.name, "mha")
 write_checkpoint(mha, "llama_mha", seed=1)
