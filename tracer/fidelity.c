@@ -322,6 +322,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
     ref_ctx *r = p;
     kv_fidelity_state *st = r->st;
     const kv_config *c = &r->m->cfg;
+    double t0 = now_s();
     int N = st->n, Nc = st->n_ctx, H = c->n_heads, KVH = c->n_kv_heads, hd = c->head_dim, D = c->hidden_size;
     int Q = st->Q, w = r->p->obs_window;
     int Wp = Q + (r->any_adakv ? w : 0), wrow0 = N - Wp;
@@ -363,6 +364,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
         st->rel_l1[s] += loss.relative_l1;
     }
     kv_loss_ctx_free(&lc);
+    st->t_select += now_s() - t0;
     return 0;
 }
 

@@ -66,7 +66,8 @@ typedef struct {
     double *kept;         /* [n_specs] kept context entries over the compressed layers */
     double *l1, *rel_l1;  /* [n_specs] summed over compressed layers */
     int n_compressed;     /* layers compressed */
-    double t_reference;   /* seconds */
+    double t_reference;   /* seconds, the whole pass */
+    double t_select;      /* seconds of it spent choosing kept sets and computing the L1 loss */
 } kv_fidelity_state;
 
 /* The shortest prompt the specs accept: N >= Q + 1, and for Ada-KV a context
