@@ -8,7 +8,8 @@
  * OUTDIR/comp_<s>.f32 [Q, V] (compressed logits), OUTDIR/mask_<s>.u8
  * [L, KVH, Nc] (255 for a layer not compressed), OUTDIR/row_<s>.txt (the CSV
  * numbers: memory_kept mean_kl max_kl top1 nll_ref nll_comp l1 relative_l1).
- * Token flags are all zero (no tokenizer). */
+ * Token flags are all zero (no tokenizer), or from FIDELITY_PROBE_FLAGS, a
+ * comma-separated list of KV_FLAG_* bytes, one per token. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,13 @@ int main(int argc, char **argv) {
     for (int s = 0; s < n_specs; s++)
         if (kv_spec_parse(&specs[s], argv[7 + s], &m.cfg, p.obs_window, &err)) goto fail;
     uint8_t *flags = calloc(n, 1);
+    const char *fl = getenv("FIDELITY_PROBE_FLAGS");
+    if (fl) {
+        char *copy = strdup(fl);
+        int i = 0;
+        for (char *t = strtok(copy, ","); t && i < n; t = strtok(NULL, ",")) flags[i++] = (uint8_t)atoi(t);
+        free(copy);
+    }
     kv_fidelity_state st;
     if (kv_fidelity_reference(&m, ids, n, flags, specs, n_specs, &p, &st, &err)) goto fail;
     size_t QV = (size_t)st.Q * st.vocab, LM = (size_t)st.n_kv_heads * st.n_ctx;
