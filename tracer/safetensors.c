@@ -3,6 +3,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,9 @@ static int parse_entry(const char *path, const cJSON *e, size_t data_size, kv_te
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
         return kv_fail(err, "%s: tensor '%s' has no data_offsets pair", path, name);
     double b = cJSON_GetArrayItem(off, 0)->valuedouble, en = cJSON_GetArrayItem(off, 1)->valuedouble;
+    /* range first: converting a double beyond int64 to an integer is undefined */
     if (!cJSON_IsNumber(cJSON_GetArrayItem(off, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(off, 1)) || b < 0 ||
-        en < b || b != (double)(int64_t)b || en != (double)(int64_t)en)
+        en < b || en > 9.0e15 || b != floor(b) || en != floor(en))
         return kv_fail(err, "%s: tensor '%s' has invalid data_offsets", path, name);
     if (en > (double)data_size)
         return kv_fail(err, "%s: tensor '%s' ends at byte %.0f, past the end of the data (%zu bytes; truncated file?)",
