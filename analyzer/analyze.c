@@ -1,5 +1,7 @@
 #include "analyzer/analyze.h"
 
+#include "common/cli.h"
+
 #include <cJSON.h>
 #include <limits.h>
 #include <math.h>
@@ -502,6 +504,18 @@ static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nid
     }
 }
 
+/* Bytes the per-layer buffers take for the largest selected prompt: the
+ * window rows, colsum, values, wo, scores and masks, one KV group's full
+ * maps when the trace has them, and the loss context (evaluation rows and
+ * their products). The aggregates over layers and prompts are small. */
+static double analyze_bytes(const kv_trace *t, int N, int Wp, int has_attn) {
+    double H = t->n_heads, KVH = t->n_kv_heads, hd = t->head_dim, D = t->hidden_size;
+    double per_layer = 4 * (2 * H * Wp * (double)N + H * N + KVH * N * hd + D * H * hd + H * Wp * D) +
+                       KVH * N * (8 + 4 + 4 + 1) + 16.0 * N;
+    double maps = has_attn ? 4 * (H / KVH) * (double)N * N : 0;
+    return per_layer + maps;
+}
+
 int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
     kv_trace *t = kv_trace_open(o->trace_path, err);
     if (!t) return -1;
@@ -532,6 +546,19 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
             else
                 bad = kv_fail(err, "%s: /prompts/%s: --obs-window %d needs %d window rows, the trace has %d",
                               o->trace_path, p->id, w, w, p->window_rows);
+        }
+        if (!bad) {
+            double need = analyze_bytes(t, p->n_tokens, p->window_rows, p->has_attn);
+            double avail = o->max_memory > 0 ? o->max_memory : kv_mem_available();
+            if (avail > 0 && need > avail) {
+                char a[32], b[32];
+                kv_format_bytes(need, a, sizeof a);
+                kv_format_bytes(avail, b, sizeof b);
+                bad = kv_fail(err, "%s: prompt '%s' (%d tokens) needs about %s of memory but %s %s; use "
+                                   "--max-memory to override",
+                              o->trace_path, p->id, p->n_tokens, a, b,
+                              o->max_memory > 0 ? "is allowed by --max-memory" : "is available");
+            }
         }
         kv_prompt_close(p);
         if (bad) goto done;

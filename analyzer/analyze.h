@@ -28,6 +28,7 @@ typedef struct {
     int n_prompts;
     int force;
     int timings; /* print per-phase wall times to stderr */
+    double max_memory; /* bytes the run may use; 0: what the system has available */
 } kv_analyze_opts;
 
 /* Runs the whole analysis; prints the summary table to summary. Returns -1

@@ -11,6 +11,7 @@
 
 #include "analyzer/analyze.h"
 #include "analyzer/check.h"
+#include "common/cli.h"
 #include "common/trace.h"
 
 #define KVANALYZE_VERSION "0.1.0"
@@ -47,6 +48,8 @@ static void usage(FILE *fp) {
             "Input and run:\n"
             "      --prompts ID,...    only these prompts (default all)\n"
             "      --threads N         worker threads (default: all cores)\n"
+            "      --max-memory SIZE   memory the run may use, e.g. 8G (default: what the system has\n"
+            "                          available); a run that needs more is refused before it starts\n"
             "      --timings           print read/compute wall times to stderr\n"
             "  -h, --help              this help\n"
             "  -V, --version           print the version\n");
@@ -119,7 +122,7 @@ int main(int argc, char **argv) {
     char *parts[KV_MAX_LIST];
 
     enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
-           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK };
+           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK, O_MAXMEM };
     static const struct option lo[] = {
         {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
         {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
@@ -130,7 +133,7 @@ int main(int argc, char **argv) {
         {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", no_argument, 0, O_PYR},
         {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
         {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
-        {"check", no_argument, 0, O_CHECK},
+        {"check", no_argument, 0, O_CHECK},       {"max-memory", required_argument, 0, O_MAXMEM},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -216,6 +219,10 @@ int main(int argc, char **argv) {
         case O_FORCE: o.force = 1; break;
         case O_TIMINGS: o.timings = 1; break;
         case O_CHECK: check_only = 1; break;
+        case O_MAXMEM:
+            if (kv_parse_size(optarg, &o.max_memory))
+                return fail("--max-memory: '%s' is not a size such as 8G or 512M", optarg);
+            break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kvanalyze %s (trace format %d)\n", KVANALYZE_VERSION, KV_TRACE_FORMAT_VERSION); return 0;
         case ':': return fail("option %s needs a value (see --help)", argv[optind - 1]);

@@ -143,6 +143,8 @@ expect_error("bad-eval", [base, "-o", "OUT", "--eval", "later"], "--eval")
 expect_error("bad-kernel", [base, "-o", "OUT", "--kernel", "4"], "--kernel")
 expect_error("no-outdir", [base], "-o OUTDIR")
 expect_error("unknown-option", [base, "-o", "OUT", "--frobnicate"], "unknown option")
+expect_error("over-max-memory", [base, "-o", "OUT", "--max-memory", "1K"], "needs about")
+expect_error("bad-max-memory", [base, "-o", "OUT", "--max-memory", "lots"], "--max-memory")
 
 # existing outputs are not overwritten without --force
 out = os.path.join(d, "exists")

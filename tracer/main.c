@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "common/fileio.h"
 #include "common/trace_write.h"
 #include "tracer/forward.h"
@@ -78,15 +79,6 @@ static void usage(FILE *f) {
             "  --version           print the version\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* "0,3,8-11" -> mask[n_layers]; -1 with err on a bad list. */
 static int parse_layers(const char *spec, int n_layers, unsigned char *mask, kv_error *err) {
     memset(mask, 0, n_layers);
@@ -97,8 +89,8 @@ static int parse_layers(const char *spec, int n_layers, unsigned char *mask, kv_
         char *dash = strchr(tok, '-');
         if (dash) {
             *dash = 0;
-            if (parse_int(tok, 0, INT_MAX, &a) || parse_int(dash + 1, 0, INT_MAX, &b) || b < a) rc = -1;
-        } else if (parse_int(tok, 0, INT_MAX, &a)) {
+            if (kv_parse_long(tok, 0, INT_MAX, &a) || kv_parse_long(dash + 1, 0, INT_MAX, &b) || b < a) rc = -1;
+        } else if (kv_parse_long(tok, 0, INT_MAX, &a)) {
             rc = -1;
         } else {
             b = a;
@@ -145,21 +137,12 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'f': o->force = 1; break;
         case 'R': o->resume = 1; break;
         case 'l': o->layers_spec = optarg; break;
-        case 'M': {
-            char *end;
-            double v = strtod(optarg, &end);
-            double unit = !strcmp(end, "") || !strcmp(end, "B") ? 1
-                          : !strcmp(end, "K") || !strcmp(end, "KB") ? 1024.0
-                          : !strcmp(end, "M") || !strcmp(end, "MB") ? 1048576.0
-                          : !strcmp(end, "G") || !strcmp(end, "GB") ? 1073741824.0
-                          : !strcmp(end, "T") || !strcmp(end, "TB") ? 1099511627776.0 : -1;
-            if (end == optarg || unit < 0 || !(v > 0)) {
+        case 'M':
+            if (kv_parse_size(optarg, &o->max_memory)) {
                 fprintf(stderr, "kvtrace: --max-memory '%s': expected a size such as 8G or 512M\n", optarg);
                 return 2;
             }
-            o->max_memory = v * unit;
             break;
-        }
         case 'C':
             if (!strcmp(optarg, "deflate")) o->maps_deflate = 1;
             else if (!strcmp(optarg, "none")) o->maps_deflate = 0;
@@ -176,7 +159,7 @@ static int parse_options(int argc, char **argv, options *o) {
             o->device = optarg;
             break;
         case 'w':
-            if (parse_int(optarg, 1, 1 << 24, &v)) {
+            if (kv_parse_long(optarg, 1, 1 << 24, &v)) {
                 fprintf(stderr, "kvtrace: --window '%s': expected a positive integer\n", optarg);
                 return 2;
             }
@@ -191,14 +174,14 @@ static int parse_options(int argc, char **argv, options *o) {
             }
             break;
         case 't':
-            if (parse_int(optarg, 1, 1024, &v)) {
+            if (kv_parse_long(optarg, 1, 1024, &v)) {
                 fprintf(stderr, "kvtrace: --threads '%s': expected an integer from 1 to 1024\n", optarg);
                 return 2;
             }
             o->threads = (int)v;
             break;
         case 'n':
-            if (parse_int(optarg, 1, INT_MAX, &v)) {
+            if (kv_parse_long(optarg, 1, INT_MAX, &v)) {
                 fprintf(stderr, "kvtrace: --max-tokens '%s': expected a positive integer\n", optarg);
                 return 2;
             }
@@ -246,12 +229,6 @@ typedef struct {
     long tokens_done;
 } trace_ctx;
 
-static void human_bytes(double b, char *out, size_t n) {
-    if (b >= 1073741824.0) snprintf(out, n, "%.1f GiB", b / 1073741824.0);
-    else if (b >= 1048576.0) snprintf(out, n, "%.0f MiB", b / 1048576.0);
-    else snprintf(out, n, "%.0f KiB", b / 1024.0);
-}
-
 /* Host memory a CPU run needs: float32 weights plus the activations of the
  * longest prompt (tracer/forward.c), against MemAvailable or --max-memory. */
 static int check_memory(const kv_config *c, const kv_prompt_set *ps, const options *o, const kv_kernels *k,
@@ -268,20 +245,12 @@ static int check_memory(const kv_config *c, const kv_prompt_set *ps, const optio
     const char *source = "--max-memory";
     if (avail <= 0) {
         source = "system";
-        FILE *f = fopen("/proc/meminfo", "r");
-        char line[256];
-        while (f && fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %lf kB", &avail) == 1) {
-                avail *= 1024;
-                break;
-            }
-        if (f) fclose(f);
-        if (avail <= 0) return 0; /* cannot tell: do not guess */
+        if ((avail = kv_mem_available()) <= 0) return 0; /* cannot tell: do not guess */
     }
     if (need > avail) {
         char a[32], b[32];
-        human_bytes(need, a, sizeof a);
-        human_bytes(avail, b, sizeof b);
+        kv_format_bytes(need, a, sizeof a);
+        kv_format_bytes(avail, b, sizeof b);
         return kv_fail(err, "this run needs about %s of memory (weights as float32 and the activations of a %d-token "
                             "prompt) but %s %s; use --max-memory to override",
                        a, longest, b, source[0] == '-' ? "is allowed by --max-memory" : "is available");
