@@ -2,9 +2,9 @@
 complete and small, its tokenizer gives the demo prompts the right lengths,
 kvtrace traces two held-out text prompts with full maps, kvanalyze runs with
 its defaults and writes every output, at T = 0.95 the heads do not all land
-on one FastGen policy, and the model has at least one attention-sink head and
-one previous-token head (tools/train/head_kinds.py). Skipped (exit 77) when
-the model is not there."""
+on one FastGen policy and FastGen keeps at most 90 % of the cache, and the
+model has local heads (tools/train/head_kinds.py), which an untrained model
+does not. Skipped (exit 77) when the model is not there."""
 import json
 import os
 import sys
@@ -78,12 +78,12 @@ if c.check("policies at T = 0.95", len(t95) == 1):
     c.check(f"KV heads not all one policy ({sorted(set(kv))})", len(set(kv)) > 1)
     c.check(f"query heads not all one policy ({sorted(set(q))})", len(set(q)) > 1)
     mem = t95[0]["memory"]["kept_fraction"]
-    c.check(f"FastGen keeps less than the full cache ({mem:.3f})", mem < 1.0)
+    c.check(f"FastGen keeps at most 90 % of the cache ({mem:.3f})", mem <= 0.9)
 
 # structure a trained model has and a random one does not
 with h5py.File(trace, "r") as f:
     stats, _ = head_kinds.head_stats(f)
 labels = [m["label"] for m in stats.values()]
-c.check("an attention-sink head (>= half its mass on BOS)", "sink" in labels)
-c.check("a previous-token head (>= half its mass on i - 1)", "previous-token" in labels)
+n_local = sum(lab in ("local", "previous-token") for lab in labels)
+c.check(f"at least two local heads (>= 60 % of their mass on the last 8 tokens): {n_local}", n_local >= 2)
 c.finish()
