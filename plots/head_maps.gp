@@ -54,8 +54,13 @@ if (labels) {
         set label 3000 + t tokens[t] at graph -0.03, first t - 1 right noenhanced font ",4"
     }
 } else {
-    set xtics font ",6"
-    set ytics font ",6"
+    # about four round-numbered tics per axis, so the labels never overlap
+    raw = ntok / 4.0
+    mag = 10 ** floor(log10(raw))
+    tstep = (raw / mag <= 1 ? 1 : raw / mag <= 2 ? 2 : raw / mag <= 5 ? 5 : 10) * mag
+    if (tstep < 1) { tstep = 1 }
+    set xtics 0, tstep font ",6"
+    set ytics 0, tstep font ",6"
 }
 do for [i=1:npanels] {
     k = word(panels, i) + 0

@@ -195,7 +195,6 @@ expect_error("--layers out of range", G + ["--layers", "0,5"], "--layers", "laye
 expect_error("--layers malformed", G + ["--layers", "1-"], "--layers")
 expect_error("--maps-dtype f8", G + ["--maps-dtype", "f8"], "--maps-dtype")
 expect_error("unknown option", G + ["--bogus"], "--bogus")
-expect_error("--model missing", ["--prompts", prompts], "--model")
 expect_error("run larger than --max-memory", G + ["--max-memory", "1K"], "needs about", "--max-memory")
 expect_error("--max-memory malformed", G + ["--max-memory", "lots"], "--max-memory 'lots'")
 
@@ -207,4 +206,11 @@ c.check("existing output refused without --force",
         r.returncode != 0 and "--force" in r.stderr and open(out).read() == "precious", r.stderr)
 r = run([KVTRACE] + G + ["-o", out, "--force"])
 c.check("--force replaces it", r.returncode == 0 and open(out, "rb").read(4) == b"\x89HDF", r.stderr)
+# without --model, the bundled model is used (found next to the program)
+out = os.path.join(c.tmp.name, "bundled.h5")
+r = run([KVTRACE, "--prompts", prompts, "-o", out], cwd="/")
+if c.check("no --model: the bundled model is traced", r.returncode == 0, r.stderr):
+    import h5py
+    with h5py.File(out, "r") as f:
+        c.check("no --model: trace names brown-llama", f.attrs["model"] == "brown-llama", str(f.attrs["model"]))
 c.finish()

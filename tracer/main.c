@@ -41,7 +41,7 @@ typedef struct {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: kvtrace --model DIR [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
+            "usage: kvtrace [--model DIR] [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
             "               [--max-tokens N] [--max-memory SIZE]"
             " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force]\n"
@@ -53,8 +53,9 @@ static void usage(FILE *f) {
             "Runs the model's forward pass (CPU or NVIDIA GPU) and writes every head's attention into an HDF5\n"
             "trace (format: docs/trace-format.md).\n"
             "\n"
-            "  --model DIR         Hugging Face checkpoint: config.json, model.safetensors (or a sharded\n"
-            "                      set with model.safetensors.index.json), tokenizer.json for text prompts\n"
+            "  --model DIR         Hugging Face checkpoint (default: the bundled models/brown-llama):\n"
+            "                      config.json, model.safetensors or a sharded set with\n"
+            "                      model.safetensors.index.json, tokenizer.json for text prompts\n"
             "  --prompts FILE      JSONL, one {\"id\": ..., \"text\": ...} or {\"id\": ..., \"input_ids\": [...]}\n"
             "                      per line; default: a small built-in English prompt set\n"
             "  -o, --output FILE   trace to write (default trace.h5); never overwritten without --force\n"
@@ -110,6 +111,26 @@ static int parse_layers(const char *spec, int n_layers, unsigned char *mask, kv_
     if (!rc && !any) rc = kv_fail(err, "--layers '%s': no layers given", spec);
     free(copy);
     return rc;
+}
+
+/* The default model: models/brown-llama next to the program (bin/../models),
+ * else relative to the working directory. NULL when neither exists. */
+#define BUNDLED_MODEL "models/brown-llama"
+static const char *bundled_model(void) {
+    static char path[4096];
+    char exe[4000];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(path, sizeof path, "%s/../%s/config.json", exe, BUNDLED_MODEL);
+        if (kv_path_exists(path)) {
+            path[strlen(path) - strlen("/config.json")] = 0;
+            return path;
+        }
+    }
+    return kv_path_exists(BUNDLED_MODEL "/config.json") ? BUNDLED_MODEL : NULL;
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -204,8 +225,9 @@ static int parse_options(int argc, char **argv, options *o) {
         fprintf(stderr, "kvtrace: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if (!o->model_dir) {
-        fprintf(stderr, "kvtrace: --model DIR is required (see --help)\n");
+    if (!o->model_dir && !(o->model_dir = bundled_model())) {
+        fprintf(stderr, "kvtrace: no --model given and the bundled model %s was not found next to the program or "
+                        "in the working directory\n", BUNDLED_MODEL);
         return 2;
     }
     return 0;
