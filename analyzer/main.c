@@ -72,10 +72,8 @@ static int parse_double(const char *s, double *out) {
 }
 
 static int parse_int(const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < -2147483647L || v > 2147483647L) return -1;
+    long v;
+    if (kv_parse_long(s, -2147483647L, 2147483647L, &v)) return -1;
     *out = (int)v;
     return 0;
 }

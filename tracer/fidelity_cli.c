@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "common/fileio.h"
 #include "tracer/fidelity.h"
 #include "tracer/forward.h"
@@ -49,15 +50,6 @@ static void usage(FILE *f) {
             "  --force             overwrite an existing output file\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_options(int argc, char **argv, fid_options *o) {
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},        {"prompts", required_argument, 0, 'p'},
@@ -89,21 +81,21 @@ static int parse_options(int argc, char **argv, fid_options *o) {
             o->spec_texts[o->n_specs++] = optarg;
             break;
         case 'q':
-            if (parse_int(optarg, 2, 1 << 24, &v)) {
+            if (kv_parse_long(optarg, 2, 1 << 24, &v)) {
                 fprintf(stderr, "kvtrace fidelity: --continuation '%s': expected an integer >= 2\n", optarg);
                 return 2;
             }
             o->p.continuation = (int)v;
             break;
         case 'l':
-            if (parse_int(optarg, 0, INT_MAX, &v)) {
+            if (kv_parse_long(optarg, 0, INT_MAX, &v)) {
                 fprintf(stderr, "kvtrace fidelity: --layer '%s': expected a layer index\n", optarg);
                 return 2;
             }
             o->p.layer = (int)v;
             break;
         case 'w':
-            if (parse_int(optarg, 1, 1 << 24, &v)) {
+            if (kv_parse_long(optarg, 1, 1 << 24, &v)) {
                 fprintf(stderr, "kvtrace fidelity: --obs-window '%s': expected a positive integer\n", optarg);
                 return 2;
             }
@@ -117,7 +109,7 @@ static int parse_options(int argc, char **argv, fid_options *o) {
             o->device = optarg;
             break;
         case 't':
-            if (parse_int(optarg, 1, 1024, &v)) {
+            if (kv_parse_long(optarg, 1, 1024, &v)) {
                 fprintf(stderr, "kvtrace fidelity: --threads '%s': expected an integer from 1 to 1024\n", optarg);
                 return 2;
             }
