@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "analyzer/analyze.h"
 #include "analyzer/check.h"
@@ -88,19 +87,8 @@ static int split(char *s, char **parts, int max) {
     return n;
 }
 
-/* OpenMP threads that spin while waiting take the CPU from the threads doing
- * the work when the machine is shared (measured: Ada-KV 8 s spinning vs 1.5 s
- * passive with 2 threads at load 5). libgomp reads OMP_WAIT_POLICY when it is
- * loaded, so when the user has not chosen one, set it and re-run ourselves. */
-static void prefer_passive_waiting(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the default policy */
-}
-
 int main(int argc, char **argv) {
-    prefer_passive_waiting(argv);
+    kv_prefer_passive_waiting(argv);
     kv_analyze_opts o;
     memset(&o, 0, sizeof o);
     o.thresholds[0] = 0.95;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int kv_parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
@@ -45,4 +46,11 @@ double kv_mem_available(void) {
         if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
     if (f) fclose(f);
     return kb * 1024;
+}
+
+void kv_prefer_passive_waiting(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the default policy */
 }

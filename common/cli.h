@@ -14,4 +14,12 @@ void kv_format_bytes(double bytes, char *out, size_t out_size);
 /* MemAvailable from /proc/meminfo in bytes, or 0 when it cannot be told. */
 double kv_mem_available(void);
 
+/* OpenMP threads that spin while waiting take the CPU from the threads doing
+ * the work when the machine is shared (measured at load 5 on 2 cores: Ada-KV
+ * 8 s spinning vs 1.5 s passive; fidelity's loss contexts 2.3 s vs 0.3 s).
+ * libgomp reads OMP_WAIT_POLICY when it is loaded, so when the user has not
+ * chosen one, this sets it to passive and re-executes the program with argv
+ * (the program's own, argv[0] included). Returns only when it did not. */
+void kv_prefer_passive_waiting(char **argv);
+
 #endif

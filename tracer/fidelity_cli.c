@@ -353,25 +353,7 @@ done:
     return rc;
 }
 
-/* As kvanalyze does: OpenMP threads that spin while waiting take the CPU
- * from the working ones on a shared machine (measured here at load 5, N =
- * 2048: the L1 loss contexts took 2.3 s per prompt spinning, 0.3 s passive,
- * and the forward pass 4.7 s against 3.6 s). libgomp reads OMP_WAIT_POLICY
- * when it is loaded, so when the user has not chosen one, set it and re-run
- * ourselves (argv is kvtrace's argv + 1). */
-static void prefer_passive_waiting(int argc, char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    char **again = calloc((size_t)argc + 2, sizeof *again);
-    if (!again) return;
-    again[0] = "kvtrace";
-    memcpy(again + 1, argv, (size_t)argc * sizeof *argv);
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", again);
-    free(again); /* exec failed: carry on with the default policy */
-}
-
 int kv_fidelity_main(int argc, char **argv) {
-    prefer_passive_waiting(argc, argv);
     fid_options o;
     int r = parse_options(argc, argv, &o);
     if (r) return r < 0 ? 0 : r;

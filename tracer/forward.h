@@ -34,9 +34,6 @@ typedef struct {
 int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_hooks *hooks,
                   const kv_forward_masks *masks, int logit_rows, float *logits, kv_error *err);
 
-/* `kvtrace fidelity ...` (tracer/fidelity_cli.c; declared here too so that
- * kvtrace's main needs no other header) */
-int kv_fidelity_main(int argc, char **argv);
 
 /* Bytes of activations kv_forward allocates for n tokens (for memory checks). */
 size_t kv_forward_bytes(const kv_config *c, int n, int window);

@@ -13,6 +13,7 @@
 #include "common/cli.h"
 #include "common/fileio.h"
 #include "common/trace_write.h"
+#include "tracer/fidelity.h"
 #include "tracer/forward.h"
 #include "tracer/prompts.h"
 #include "tracer/tokenizer.h"
@@ -537,7 +538,10 @@ static int devices_main(void) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return kv_tokenize_main(argc - 1, argv + 1);
-    if (argc > 1 && !strcmp(argv[1], "fidelity")) return kv_fidelity_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "fidelity")) {
+        kv_prefer_passive_waiting(argv);
+        return kv_fidelity_main(argc - 1, argv + 1);
+    }
     if (argc == 2 && !strcmp(argv[1], "devices")) return devices_main();
     options o;
     int r = parse_options(argc, argv, &o);
