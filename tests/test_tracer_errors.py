@@ -206,6 +206,12 @@ c.check("existing output refused without --force",
         r.returncode != 0 and "--force" in r.stderr and open(out).read() == "precious", r.stderr)
 r = run([KVTRACE] + G + ["-o", out, "--force"])
 c.check("--force replaces it", r.returncode == 0 and open(out, "rb").read(4) == b"\x89HDF", r.stderr)
+# kvtrace devices: the CPU is always there; the CUDA line says what this build has
+r = run([KVTRACE, "devices"])
+lines = r.stdout.splitlines()
+c.check("kvtrace devices lists cpu and cuda", r.returncode == 0 and lines[:1] == ["cpu: available"]
+        and len(lines) == 2 and lines[1].startswith("cuda: "), r.stdout + r.stderr)
+
 # without --model, the bundled model is used (found next to the program)
 out = os.path.join(c.tmp.name, "bundled.h5")
 r = run([KVTRACE, "--prompts", prompts, "-o", out], cwd="/")
