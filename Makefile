@@ -47,13 +47,24 @@ LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
 # GPU to build; without one at run time the tools use the CPU.
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA    ?= $(if $(NVCC),1,0)
+# The toolkit root is asked of nvcc itself: the nvcc on PATH may be a wrapper
+# script outside the toolkit (e.g. /usr/local/bin/nvcc). Without cuBLAS and
+# cudart next to it the backend is left out rather than failing the link.
 ifeq ($(CUDA),1)
-CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_HOME ?= $(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n 1)
+CUDA_LIBDIR := $(firstword $(foreach d,lib64 lib targets/x86_64-linux/lib,\
+                 $(if $(and $(wildcard $(CUDA_HOME)/$(d)/libcublas.so),$(wildcard $(CUDA_HOME)/$(d)/libcudart.so)),$(CUDA_HOME)/$(d))))
+ifeq ($(CUDA_LIBDIR),)
+$(warning nvcc found ($(NVCC)) but no libcublas.so/libcudart.so under '$(CUDA_HOME)': building without the CUDA backend)
+CUDA := 0
+endif
+endif
+ifeq ($(CUDA),1)
 NVCCFLAGS ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 CFLAGS  += -DKV_HAVE_CUDA
 LIBOBJ  += $(BUILD)/kernels/cuda.o
-LDLIBS  += -Wl$(comma)--as-needed -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++ -Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64
+LDLIBS  += -Wl$(comma)--as-needed -L$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++ -Wl$(comma)-rpath$(comma)$(CUDA_LIBDIR)
 endif
 TESTSRC := $(wildcard tests/test_*.c)
 TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
