@@ -59,7 +59,7 @@ typedef struct {
     int *head_order, *all_order; /* [KVH*N] */
     uint8_t *keep;   /* [KVH*N] */
     int *counts;     /* [KVH] */
-    double t_read, t_fastgen, t_adakv, t_conc; /* seconds, for --timings */
+    double t_read, t_fastgen, t_adakv, t_conc; /* seconds, for --timings (fastgen includes streaming attn) */
 } kv_run;
 
 static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
@@ -72,67 +72,117 @@ static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
 
 /* ------------------------------------------------------------ FastGen */
 
-/* Profiles every query head and KV head of one layer. With full maps the
- * layer is read one KV group at a time (G = H/KVH heads of [N, N]) into maps,
- * so memory holds one group's maps, not the layer's; without, the window rows
- * already in R->win are used. Rows of one map are spread over threads. */
-static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, float *maps, kv_error *err) {
+/* The FastGen accumulators of one KV group: its G query heads (tasks 0..G-1)
+ * and, when G > 1, their combined map (task G). Each thread has its own
+ * accumulators, added up once the group's rows are all seen. */
+typedef struct {
+    kv_fastgen_head *heads; /* [G + 1] */
+    int G, N, gqa_max, threads;
+    float *comb;  /* [threads, N] one combined row */
+    double *acc;  /* [threads, G + 1, 4] kept mass per rung */
+    int *used;    /* [threads, G + 1] rows in the mean */
+} fg_group;
+
+/* kv_attn_block_fn: accumulates one block of rows of the group's G maps */
+static void fg_block(void *ctx, int thread, int row0, int nrows, const float *const *rows) {
+    fg_group *g = ctx;
+    int G = g->G, N = g->N;
+    double *acc = g->acc + (size_t)thread * (G + 1) * 4;
+    int *used = g->used + (size_t)thread * (G + 1);
+    for (int q = 0; q < G; q++) kv_fastgen_head_rows(&g->heads[q], rows[q], row0, nrows, acc + 4 * q, &used[q]);
+    if (G == 1) return;
+    float *c = g->comb + (size_t)thread * N, inv = 1.0f / G;
+    for (int r = 0; r < nrows; r++) {
+        int n = row0 + r + 1; /* causal: the rest of the row is 0 */
+        memcpy(c, rows[0] + (size_t)r * N, (size_t)n * sizeof *c);
+        for (int q = 1; q < G; q++) {
+            const float *a = rows[q] + (size_t)r * N;
+            if (g->gqa_max)
+                for (int j = 0; j < n; j++) c[j] = a[j] > c[j] ? a[j] : c[j];
+            else
+                for (int j = 0; j < n; j++) c[j] += a[j];
+        }
+        if (!g->gqa_max)
+            for (int j = 0; j < n; j++) c[j] *= inv;
+        kv_fastgen_head_rows(&g->heads[G], c, row0 + r, 1, acc + 4 * G, &used[G]);
+    }
+}
+
+/* Profiles every query head and KV head of one layer, one KV group at a
+ * time. With full maps the group's maps are streamed block by block
+ * (kv_prompt_scan_attn) and never held whole; without, the window rows
+ * already in R->win are used. */
+static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
     int H = t->n_heads, KVH = t->n_kv_heads, G = H / KVH, N = p->n_tokens, Wp = p->window_rows;
-    int ntask = H + KVH;
+    int ntask = H + KVH, nt = omp_get_max_threads();
     int rows_all = p->has_attn, row0 = rows_all ? 0 : N - Wp, nrows = rows_all ? N : Wp;
     size_t n = (size_t)nrows * N;
+    fg_group grp = {.G = G, .N = N, .gqa_max = o->gqa_max, .threads = nt};
     kv_fastgen_result *res = kv_calloc((size_t)ntask, sizeof *res, err);
     int *cls = kv_malloc((size_t)N * sizeof *cls, err);
-    float *comb = G > 1 ? kv_malloc(n * sizeof *comb, err) : NULL;
     float *ccs = kv_malloc((size_t)N * sizeof *ccs, err);
-    int rc = (!res || !cls || !ccs || (G > 1 && !comb)) ? -1 : 0;
+    grp.comb = kv_malloc((size_t)nt * N * sizeof *grp.comb, err);
+    grp.acc = kv_malloc((size_t)nt * (G + 1) * 4 * sizeof *grp.acc, err);
+    grp.used = kv_malloc((size_t)nt * (G + 1) * sizeof *grp.used, err);
+    grp.heads = kv_calloc((size_t)G + 1, sizeof *grp.heads, err);
+    int rc = (!res || !cls || !ccs || !grp.comb || !grp.acc || !grp.used || !grp.heads) ? -1 : 0;
     for (int g = 0; !rc && g < KVH; g++) {
-        const float *m = R->win + (size_t)g * G * n;
-        if (rows_all) {
-            double t0 = omp_get_wtime();
-            rc = kv_prompt_read_attn(p, li, g * G, G, maps, err);
-            R->t_read += omp_get_wtime() - t0;
-            R->t_fastgen -= omp_get_wtime() - t0; /* the caller times the whole call */
-            if (rc) break;
-            m = maps;
-        }
-        for (int q = 0; q < G; q++) {
-            int h = g * G + q;
-            kv_fastgen_profile(m + (size_t)q * n, row0, nrows, N, p->flags, R->colsum + (size_t)h * N, &o->fg,
-                               cls, &res[h]);
-        }
-        if (G == 1) { /* the combined map is the head's own map */
-            res[H + g] = res[g];
-            continue;
-        }
         const float *cs = R->colsum + (size_t)g * G * N;
-        memcpy(comb, m, n * sizeof *comb);
-        memcpy(ccs, cs, (size_t)N * sizeof *ccs);
-        for (int q = 1; q < G; q++) {
-            const float *mq = m + (size_t)q * n, *cq = cs + (size_t)q * N;
-            if (o->gqa_max) {
-#pragma omp parallel for schedule(static)
-                for (size_t k = 0; k < n; k++) comb[k] = mq[k] > comb[k] ? mq[k] : comb[k];
-                for (int j = 0; j < N; j++) ccs[j] = cq[j] > ccs[j] ? cq[j] : ccs[j];
-            } else {
-#pragma omp parallel for schedule(static)
-                for (size_t k = 0; k < n; k++) comb[k] += mq[k];
-                for (int j = 0; j < N; j++) ccs[j] += cq[j];
+        int ntg = G > 1 ? G + 1 : G, built = 0;
+        for (int q = 0; !rc && q < G; q++, built++)
+            if (kv_fastgen_head_build(&grp.heads[q], N, p->flags, cs + (size_t)q * N, &o->fg, cls))
+                rc = kv_fail(err, "out of memory");
+        if (!rc && G > 1) { /* the group's combined accumulated attention picks its frequent set */
+            memcpy(ccs, cs, (size_t)N * sizeof *ccs);
+            for (int q = 1; q < G; q++) {
+                const float *cq = cs + (size_t)q * N;
+                for (int j = 0; j < N; j++) ccs[j] = o->gqa_max ? (cq[j] > ccs[j] ? cq[j] : ccs[j]) : ccs[j] + cq[j];
             }
+            if (!o->gqa_max)
+                for (int j = 0; j < N; j++) ccs[j] *= 1.0f / G;
+            if (kv_fastgen_head_build(&grp.heads[G], N, p->flags, ccs, &o->fg, cls)) rc = kv_fail(err, "out of memory");
+            built++;
         }
-        if (!o->gqa_max) {
-            float inv = 1.0f / G;
-#pragma omp parallel for schedule(static)
-            for (size_t k = 0; k < n; k++) comb[k] *= inv;
-            for (int j = 0; j < N; j++) ccs[j] *= inv;
+        memset(grp.acc, 0, (size_t)nt * (G + 1) * 4 * sizeof *grp.acc);
+        memset(grp.used, 0, (size_t)nt * (G + 1) * sizeof *grp.used);
+        if (!rc && rows_all)
+            rc = kv_prompt_scan_attn(p, li, g * G, G, fg_block, &grp, err);
+        else if (!rc) { /* the window rows, spread over threads in blocks */
+            int nomem = 0;
+#pragma omp parallel reduction(| : nomem)
+            {
+                const float **blk = malloc((size_t)G * sizeof *blk);
+                nomem = !blk;
+#pragma omp for schedule(dynamic, 1)
+                for (int r = 0; r < nrows; r += 4) {
+                    if (!blk) continue;
+                    for (int q = 0; q < G; q++) blk[q] = R->win + (size_t)(g * G + q) * n + (size_t)r * N;
+                    fg_block(&grp, omp_get_thread_num(), row0 + r, nrows - r < 4 ? nrows - r : 4, blk);
+                }
+                free((void *)blk);
+            }
+            if (nomem) rc = kv_fail(err, "out of memory");
         }
-        kv_fastgen_profile(comb, row0, nrows, N, p->flags, ccs, &o->fg, cls, &res[H + g]);
+        for (int k = 0; !rc && k < ntg; k++) {
+            double acc[4] = {0, 0, 0, 0};
+            int used = 0;
+            for (int th = 0; th < nt; th++) {
+                for (int c = 0; c < 4; c++) acc[c] += grp.acc[((size_t)th * (G + 1) + k) * 4 + c];
+                used += grp.used[(size_t)th * (G + 1) + k];
+            }
+            kv_fastgen_head_result(&grp.heads[k], acc, used, &res[k < G ? g * G + k : H + g]);
+        }
+        if (!rc && G == 1) res[H + g] = res[g]; /* the combined map is the head's own map */
+        for (int k = 0; k < built; k++) kv_fastgen_head_free(&grp.heads[k]);
     }
     free(cls);
-    free(comb);
     free(ccs);
+    free(grp.comb);
+    free(grp.acc);
+    free(grp.used);
+    free(grp.heads);
     if (!rc && res[0].rows_used == 0)
         rc = kv_fail(err, "%s: prompt '%s': --skip-rows %d leaves no query rows to profile", t->path, p->id,
                      o->fg.skip_rows);
@@ -247,9 +297,9 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     kv_prompt *p = kv_prompt_open(t, id, err);
     if (!p) return -1;
     int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
-    size_t cap_maps = 0, cap_win = 0, cap_cs = 0, cap_v = 0, cap_wo = 0, cap_s = 0, cap_t = 0, cap_o1 = 0,
+    size_t cap_win = 0, cap_cs = 0, cap_v = 0, cap_wo = 0, cap_s = 0, cap_t = 0, cap_o1 = 0,
            cap_o2 = 0, cap_k = 0, cap_c = 0;
-    void *maps = NULL, *win = NULL, *cs = NULL, *val = NULL, *wo = NULL, *sc = NULL, *st = NULL, *o1 = NULL,
+    void *win = NULL, *cs = NULL, *val = NULL, *wo = NULL, *sc = NULL, *st = NULL, *o1 = NULL,
          *o2 = NULL, *kp = NULL, *cn = NULL;
     int rc = 0;
     if (ensure(&win, &cap_win, (size_t)H * Wp * N * sizeof(float), err) ||
@@ -260,8 +310,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         ensure(&st, &cap_t, (size_t)2 * N * sizeof(double), err) ||
         ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
-        ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
-        (p->has_attn && ensure(&maps, &cap_maps, (size_t)(H / KVH) * N * N * sizeof(float), err)))
+        ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err))
         rc = -1;
     R->win = win, R->colsum = cs, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
     R->head_order = o1, R->all_order = o2, R->keep = kp, R->counts = cn;
@@ -276,7 +325,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
             break;
         }
         double t1 = omp_get_wtime();
-        rc = fastgen_layer(R, p, li, maps, err); /* reads attn, adds that to t_read */
+        rc = fastgen_layer(R, p, li, err); /* streams attn: its reading counts as fastgen time */
         double t2 = omp_get_wtime();
         if (!rc) rc = adakv_layer(R, p, li, err);
         double t3 = omp_get_wtime();
@@ -284,7 +333,6 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         double t4 = omp_get_wtime();
         R->t_read += t1 - t0, R->t_fastgen += t2 - t1, R->t_adakv += t3 - t2, R->t_conc += t4 - t3;
     }
-    free(maps);
     free(win);
     free(cs);
     free(val);
@@ -505,14 +553,21 @@ static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nid
 }
 
 /* Bytes the per-layer buffers take for the largest selected prompt: the
- * window rows, colsum, values, wo, scores and masks, one KV group's full
- * maps when the trace has them, and the loss context (evaluation rows and
- * their products). The aggregates over layers and prompts are small. */
-static double analyze_bytes(const kv_trace *t, int N, int Wp, int has_attn) {
+ * window rows, colsum, values, wo, scores and masks, and the loss context
+ * (evaluation rows and their products); with full maps, the stored chunks of
+ * one KV group (at most their uncompressed size) and each thread's decoded
+ * row block of the group (kv_prompt_scan_attn). The aggregates over layers
+ * and prompts are small. */
+static double analyze_bytes(const kv_trace *t, const kv_prompt *p) {
     double H = t->n_heads, KVH = t->n_kv_heads, hd = t->head_dim, D = t->hidden_size;
-    double per_layer = 4 * (2 * H * Wp * (double)N + H * N + KVH * N * hd + D * H * hd + H * Wp * D) +
+    double N = p->n_tokens, Wp = p->window_rows, G = H / KVH;
+    double per_layer = 4 * (2 * H * Wp * N + H * N + KVH * N * hd + D * H * hd + H * Wp * D) +
                        KVH * N * (8 + 4 + 4 + 1) + 16.0 * N;
-    double maps = has_attn ? 4 * (H / KVH) * (double)N * N : 0;
+    double maps = 0;
+    if (p->has_attn) {
+        double rows = p->attn_fast ? p->attn_chunk_rows : 64, elem = p->attn_fast ? p->attn_elem : 4;
+        maps = G * N * N * elem + omp_get_max_threads() * (G * rows * N * 4 + rows * N * elem);
+    }
     return per_layer + maps;
 }
 
@@ -548,7 +603,7 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
                               o->trace_path, p->id, w, w, p->window_rows);
         }
         if (!bad) {
-            double need = analyze_bytes(t, p->n_tokens, p->window_rows, p->has_attn);
+            double need = analyze_bytes(t, p);
             double avail = o->max_memory > 0 ? o->max_memory : kv_mem_available();
             if (avail > 0 && need > avail) {
                 char a[32], b[32];

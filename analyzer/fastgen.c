@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/trace.h"
 
@@ -28,12 +29,10 @@ static int cmp_sj(const void *a, const void *b) {
     return x->j < y->j ? -1 : (x->j > y->j);
 }
 
-void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_t *flags,
-                        const float *colsum, const kv_fastgen_params *p, int *cls,
-                        kv_fastgen_result *out) {
-    /* cls[j]: 0 special, 1 punct (not special), 2 frequent, 3 other */
-    int nS = 0, nP = 0, nF = 0;
-    int n_cand = 0;
+int kv_fastgen_head_build(kv_fastgen_head *hd, int N, const uint8_t *flags, const float *colsum,
+                          const kv_fastgen_params *p, int *cls) {
+    memset(hd, 0, sizeof *hd);
+    int nS = 0, nP = 0, nF = 0, n_cand = 0;
     for (int j = 0; j < N; j++) {
         if (flags[j] & KV_FLAG_SPECIAL) cls[j] = 0, nS++;
         else if (flags[j] & KV_FLAG_PUNCT) cls[j] = 1, nP++;
@@ -43,6 +42,7 @@ void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_
     if (kf > n_cand) kf = n_cand;
     if (kf > 0) {
         sj *c = malloc((size_t)n_cand * sizeof *c);
+        if (!c) return -1;
         int m = 0;
         for (int j = 0; j < N; j++)
             if (cls[j] == 3) c[m].s = colsum[j], c[m].j = j, m++;
@@ -52,22 +52,40 @@ void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_
         nF = kf;
     }
     int nl = kv_ceil_frac(p->r_local, N);
-
     /* 0/1 masks per class so that each row is four vectorisable dot products */
-    float *mask = malloc((size_t)4 * N * sizeof *mask);
+    hd->mask = malloc((size_t)4 * N * sizeof *hd->mask);
+    if (!hd->mask) return -1;
     for (int j = 0; j < N; j++)
-        for (int c = 0; c < 4; c++) mask[(size_t)c * N + j] = (cls[j] == c);
-    const float *m0 = mask, *m1 = mask + N, *m2 = mask + 2 * (size_t)N, *m3 = mask + 3 * (size_t)N;
-    double acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
-    int used = 0;
-    /* rows in parallel (row i costs O(i): dynamic schedule) */
-#pragma omp parallel for schedule(dynamic, 16) reduction(+ : acc0, acc1, acc2, acc3, used)
+        for (int c = 0; c < 4; c++) hd->mask[(size_t)c * N + j] = (cls[j] == c);
+    hd->N = N;
+    hd->n_local = nl;
+    hd->skip_rows = p->skip_rows;
+    int nlocal_extra = 0; /* "other" positions inside the last row's local window */
+    for (int j = N - nl; j < N; j++)
+        if (j >= 0 && cls[j] == 3) nlocal_extra++;
+    hd->kept_fraction[KV_RUNG_SPECIAL] = (double)nS / N;
+    hd->kept_fraction[KV_RUNG_PUNCT] = (double)(nS + nP) / N;
+    hd->kept_fraction[KV_RUNG_FREQUENT] = (double)(nS + nP + nF) / N;
+    hd->kept_fraction[KV_RUNG_LOCAL] = (double)(nS + nP + nF + nlocal_extra) / N;
+    hd->kept_fraction[KV_RUNG_FULL] = 1.0;
+    return 0;
+}
+
+void kv_fastgen_head_free(kv_fastgen_head *hd) {
+    free(hd->mask);
+    hd->mask = NULL;
+}
+
+void kv_fastgen_head_rows(const kv_fastgen_head *hd, const float *A, int row0, int nrows, double acc[4],
+                          int *used) {
+    int N = hd->N;
+    const float *m0 = hd->mask, *m1 = m0 + N, *m2 = m0 + 2 * (size_t)N, *m3 = m0 + 3 * (size_t)N;
     for (int r = 0; r < nrows; r++) {
         int i = row0 + r;
-        if (i < p->skip_rows) continue;
+        if (i < hd->skip_rows) continue;
         const float *a = A + (size_t)r * N;
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        int lo = i - nl + 1; /* local: i - j < nl */
+        int lo = i - hd->n_local + 1; /* local: i - j < n_local */
         if (lo < 0) lo = 0;
 #pragma omp simd reduction(+ : s0, s1, s2)
         for (int j = 0; j <= i; j++) {
@@ -77,26 +95,42 @@ void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_
         }
 #pragma omp simd reduction(+ : s3)
         for (int j = lo; j <= i; j++) s3 += a[j] * m3[j];
-        acc0 += s0;
-        acc1 += (double)s0 + s1;
-        acc2 += (double)s0 + s1 + s2;
-        acc3 += (double)s0 + s1 + s2 + s3;
-        used++;
+        acc[0] += s0;
+        acc[1] += (double)s0 + s1;
+        acc[2] += (double)s0 + s1 + s2;
+        acc[3] += (double)s0 + s1 + s2 + s3;
+        (*used)++;
     }
-    double acc[4] = {acc0, acc1, acc2, acc3};
-    free(mask);
+}
+
+void kv_fastgen_head_result(const kv_fastgen_head *hd, const double acc[4], int used, kv_fastgen_result *out) {
     out->rows_used = used;
     for (int k = 0; k < 4; k++) out->recovery[k] = used ? acc[k] / used : 0.0;
     out->recovery[KV_RUNG_FULL] = 1.0;
+    memcpy(out->kept_fraction, hd->kept_fraction, sizeof out->kept_fraction);
+}
 
-    int nlocal_extra = 0; /* "other" positions inside the last row's local window */
-    for (int j = N - nl; j < N; j++)
-        if (j >= 0 && cls[j] == 3) nlocal_extra++;
-    out->kept_fraction[KV_RUNG_SPECIAL] = (double)nS / N;
-    out->kept_fraction[KV_RUNG_PUNCT] = (double)(nS + nP) / N;
-    out->kept_fraction[KV_RUNG_FREQUENT] = (double)(nS + nP + nF) / N;
-    out->kept_fraction[KV_RUNG_LOCAL] = (double)(nS + nP + nF + nlocal_extra) / N;
-    out->kept_fraction[KV_RUNG_FULL] = 1.0;
+int kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_t *flags,
+                       const float *colsum, const kv_fastgen_params *p, int *cls,
+                       kv_fastgen_result *out) {
+    kv_fastgen_head hd;
+    if (kv_fastgen_head_build(&hd, N, flags, colsum, p, cls)) {
+        kv_fastgen_head_free(&hd);
+        return -1;
+    }
+    double acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+    int used = 0;
+    /* rows in parallel (row i costs O(i): dynamic schedule) */
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : acc0, acc1, acc2, acc3, used)
+    for (int r = 0; r < nrows; r++) {
+        double a[4] = {0, 0, 0, 0};
+        kv_fastgen_head_rows(&hd, A + (size_t)r * N, row0 + r, 1, a, &used);
+        acc0 += a[0], acc1 += a[1], acc2 += a[2], acc3 += a[3];
+    }
+    double acc[4] = {acc0, acc1, acc2, acc3};
+    kv_fastgen_head_result(&hd, acc, used, out);
+    kv_fastgen_head_free(&hd);
+    return 0;
 }
 
 int kv_fastgen_choose(const double *recovery, double T) {

@@ -29,14 +29,41 @@ typedef struct {
 /* ceil(r*N - 1e-9), clamped to [0, N] */
 int kv_ceil_frac(double r, int N);
 
-/* Profiles one map.
+/* One head's (or GQA group's) components, set up once per prompt and layer;
+ * its map rows can then be accumulated block by block, in any order, by
+ * several threads with their own accumulators. */
+typedef struct {
+    float *mask;         /* [4, N] 0/1: special, punct (not special), frequent, other */
+    int N;
+    int n_local;         /* ceil(r_local * N) */
+    int skip_rows;
+    double kept_fraction[KV_N_RUNGS];
+} kv_fastgen_head;
+
+/* Chooses the components from flags [N] and colsum [N]; cls [N] scratch (int),
+ * left holding each position's class (0 special, 1 punct, 2 frequent, 3 other).
+ * Returns 0, or -1 when out of memory. Free with kv_fastgen_head_free. */
+int kv_fastgen_head_build(kv_fastgen_head *hd, int N, const uint8_t *flags, const float *colsum,
+                          const kv_fastgen_params *p, int *cls);
+void kv_fastgen_head_free(kv_fastgen_head *hd);
+
+/* Adds the kept mass of rows row0 .. row0+nrows-1 (A [nrows, N]) to acc[0..3]
+ * (rungs special .. local) and the number of rows used to *used. */
+void kv_fastgen_head_rows(const kv_fastgen_head *hd, const float *A, int row0, int nrows, double acc[4],
+                          int *used);
+
+/* Recovery = acc / used per rung (full = 1), and the kept fractions. */
+void kv_fastgen_head_result(const kv_fastgen_head *hd, const double acc[4], int used, kv_fastgen_result *out);
+
+/* Profiles one map: build, rows in parallel, result. A may be NULL with
+ * nrows = 0 to get the classes in cls only.
  *   A       [nrows, N] attention rows of query positions row0 .. row0+nrows-1
  *   flags   [N] token flags (KV_FLAG_SPECIAL, KV_FLAG_PUNCT)
  *   colsum  [N] accumulated attention, the "frequent" score
  *   cls     [N] scratch (int) */
-void kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_t *flags,
-                        const float *colsum, const kv_fastgen_params *p, int *cls,
-                        kv_fastgen_result *out);
+int kv_fastgen_profile(const float *A, int row0, int nrows, int N, const uint8_t *flags,
+                       const float *colsum, const kv_fastgen_params *p, int *cls,
+                       kv_fastgen_result *out);
 
 /* The first rung whose recovery is >= T (full always passes). */
 int kv_fastgen_choose(const double *recovery, double T);

@@ -5,6 +5,7 @@
 #endif
 #include <math.h>
 #include <libdeflate.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,122 +482,204 @@ static const float *half_table(void) {
     return tab;
 }
 
-/* Reads heads [h0, h0+nh) of layer li chunk by chunk: one thread reads a
- * head's raw chunks with H5Dread_chunk (HDF5 is not thread-safe), then all
- * threads decompress them. Buffers are allocated once per call. */
-static int read_attn_fast(const kv_prompt *p, int li, int h0, int nh, float *out, const char *where,
-                          kv_error *err) {
-    size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
-    int nchunk = (int)((N + cr - 1) / cr);
-    size_t elem = (size_t)p->attn_elem;
-    size_t chunk_bytes = cr * N * elem;
-    const float *h2f = elem == 2 ? half_table() : NULL;
-    if (elem == 2 && !h2f) return kv_fail(err, "out of memory");
-    hsize_t *len = calloc((size_t)nchunk, sizeof *len);
-    size_t *pos = calloc((size_t)nchunk, sizeof *pos);
-    uint32_t *mask = calloc((size_t)nchunk, sizeof *mask);
-    unsigned char *raw = NULL;
-    size_t raw_cap = 0;
-    if (!len || !pos || !mask) {
-        free(len), free(pos), free(mask);
-        return kv_fail(err, "out of memory");
+/* 1 when any of n floats is NaN or Inf (exponent bits all set) */
+static int any_nonfinite(const float *x, size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
     }
-    int rc = 0, bad = 0, bad_head = -1;
-#pragma omp parallel
-    {
+    return bad;
+}
+
+/* Decodes one raw chunk (filter mask fmask, len bytes at src) into nv rows'
+ * floats at dst; tmp holds chunk_bytes. Returns 0, or -1 when corrupt. */
+static int decode_chunk(const kv_prompt *p, const unsigned char *src, size_t len, uint32_t fmask,
+                        struct libdeflate_decompressor *dz, unsigned char *tmp, size_t chunk_bytes,
+                        size_t rows, float *dst) {
+    size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows, nv = rows * N;
+    if (len == 0) { /* unallocated chunk: fill value 0 */
+        memset(dst, 0, nv * sizeof *dst);
+        return 0;
+    }
+    if (p->attn_deflate_idx >= 0 && !(fmask & (1u << p->attn_deflate_idx))) {
         /* HDF5's deflate filter writes zlib streams; libdeflate inflates them
-         * about twice as fast as zlib, one decompressor per thread */
-        unsigned char *tmp = malloc(chunk_bytes);
-        struct libdeflate_decompressor *dz = libdeflate_alloc_decompressor();
-        if (!tmp || !dz) {
+         * about twice as fast as zlib */
+        size_t dl = 0;
+        if (libdeflate_zlib_decompress(dz, src, len, tmp, chunk_bytes, &dl) != LIBDEFLATE_SUCCESS ||
+            dl != chunk_bytes)
+            return -1;
+        src = tmp;
+        len = dl;
+    }
+    if (len != chunk_bytes) return -1;
+    int shuffled = p->attn_shuffle_idx >= 0 && !(fmask & (1u << p->attn_shuffle_idx));
+    if (p->attn_elem == 2) { /* float16 -> float32 through a table */
+        const float *h2f = half_table();
+        size_t ne = cr * N;
+        if (shuffled)
+            for (size_t i = 0; i < nv; i++) dst[i] = h2f[src[i] | (unsigned)src[ne + i] << 8];
+        else
+            for (size_t i = 0; i < nv; i++) dst[i] = h2f[src[2 * i] | (unsigned)src[2 * i + 1] << 8];
+    } else if (shuffled)
+        unshuffle4((unsigned char *)dst, src, cr * N, nv);
+    else
+        memcpy(dst, src, nv * sizeof *dst);
+    return 0;
+}
+
+enum { SCAN_OK, SCAN_NOMEM, SCAN_CORRUPT, SCAN_NONFINITE };
+
+static int scan_fail(int bad, int li, int head, const char *where, kv_error *err) {
+    if (bad == SCAN_CORRUPT)
+        return kv_fail(err, "%s: dataset 'attn' has a corrupt chunk (traced layer %d, head %d)", where, li, head);
+    if (bad == SCAN_NONFINITE)
+        return kv_fail(err, "%s: dataset 'attn' has a non-finite value (NaN or Inf) in traced layer %d, head %d",
+                       where, li, head);
+    return kv_fail(err, "out of memory");
+}
+
+/* Chunks of whole rows with shuffle/deflate only: one thread reads the raw
+ * chunks of all nh heads with H5Dread_chunk (HDF5 is not thread-safe), then
+ * every thread takes one row block at a time, decodes it for each head into
+ * its own buffer and hands it to fn while it is still in cache. */
+static int scan_attn_fast(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx,
+                          const char *where, kv_error *err) {
+    size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
+    int nchunk = (int)((N + cr - 1) / cr), nall = nh * nchunk;
+    size_t chunk_bytes = cr * N * (size_t)p->attn_elem;
+    if (p->attn_elem == 2 && !half_table()) return kv_fail(err, "out of memory");
+    hsize_t *len = calloc((size_t)nall, sizeof *len);
+    size_t *pos = calloc((size_t)nall, sizeof *pos);
+    uint32_t *fmask = calloc((size_t)nall, sizeof *fmask);
+    unsigned char *raw = NULL;
+    int rc = 0;
+    if (!len || !pos || !fmask) rc = kv_fail(err, "out of memory");
+    size_t total = 0;
+    for (int k = 0; !rc && k < nall; k++) { /* k = q * nchunk + c */
+        hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nchunk), (hsize_t)(k % nchunk) * cr, 0};
+        if (H5Dget_chunk_storage_size(p->d_attn, off, &len[k]) < 0) len[k] = 0;
+        pos[k] = total;
+        total += len[k];
+    }
+    if (!rc && !(raw = malloc(total ? total : 1))) rc = kv_fail(err, "out of memory");
+    for (int k = 0; !rc && k < nall; k++) {
+        hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nchunk), (hsize_t)(k % nchunk) * cr, 0};
+        if (len[k] && H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &fmask[k], raw + pos[k]) < 0)
+            rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
+    }
+    int bad = SCAN_OK, bad_head = -1;
+    if (!rc) {
+#pragma omp parallel
+        {
+            unsigned char *tmp = malloc(chunk_bytes);
+            float *blk = malloc((size_t)nh * cr * N * sizeof *blk);
+            const float **rows = malloc((size_t)nh * sizeof *rows);
+            struct libdeflate_decompressor *dz = libdeflate_alloc_decompressor();
+            int ready = tmp && blk && rows && dz, tid = omp_get_thread_num();
+            if (!ready) {
 #pragma omp atomic write
-            bad = 1;
-        }
-        for (int h = h0; h < h0 + nh; h++) {
-#pragma omp barrier
-#pragma omp single
-            {
-                size_t total = 0;
-                for (int c = 0; !rc && !bad && c < nchunk; c++) {
-                    hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
-                    if (H5Dget_chunk_storage_size(p->d_attn, off, &len[c]) < 0) len[c] = 0;
-                    pos[c] = total;
-                    total += len[c];
-                }
-                if (total > raw_cap) {
-                    free(raw);
-                    raw = malloc(total);
-                    raw_cap = raw ? total : 0;
-                    if (!raw) rc = kv_fail(err, "out of memory");
-                }
-                for (int c = 0; !rc && !bad && c < nchunk; c++) {
-                    hsize_t off[4] = {(hsize_t)li, (hsize_t)h, (hsize_t)c * cr, 0};
-                    if (len[c] && H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &mask[c], raw + pos[c]) < 0)
-                        rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
-                }
-            } /* implicit barrier */
-            if (rc || bad) continue;
-            float *dst_head = out + (size_t)(h - h0) * N * N;
+                bad = SCAN_NOMEM;
+            }
 #pragma omp for schedule(dynamic, 1)
             for (int c = 0; c < nchunk; c++) {
-                if (!tmp) continue;
-                size_t rows = N - (size_t)c * cr < cr ? N - (size_t)c * cr : cr;
-                unsigned char *dst = (unsigned char *)(dst_head + (size_t)c * cr * N);
-                size_t valid = rows * N * sizeof(float);
-                if (len[c] == 0) { /* unallocated chunk: fill value 0 */
-                    memset(dst, 0, valid);
+                int stop;
+#pragma omp atomic read
+                stop = bad;
+                if (!ready || stop) continue;
+                size_t nr = N - (size_t)c * cr < cr ? N - (size_t)c * cr : cr;
+                int fault = SCAN_OK, q = 0;
+                for (; q < nh && !fault; q++) {
+                    int k = q * nchunk + c;
+                    float *dst = blk + (size_t)q * cr * N;
+                    rows[q] = dst;
+                    if (decode_chunk(p, raw + pos[k], len[k], fmask[k], dz, tmp, chunk_bytes, nr, dst))
+                        fault = SCAN_CORRUPT;
+                    else if (any_nonfinite(dst, nr * N))
+                        fault = SCAN_NONFINITE;
+                }
+                if (fault) {
+#pragma omp critical(kv_scan_fault)
+                    if (!bad || bad == SCAN_NOMEM) bad = fault, bad_head = h0 + q - 1;
                     continue;
                 }
-                const unsigned char *src = raw + pos[c];
-                unsigned long n = (unsigned long)len[c];
-                if (p->attn_deflate_idx >= 0 && !(mask[c] & (1u << p->attn_deflate_idx))) {
-                    size_t dl = 0;
-                    if (libdeflate_zlib_decompress(dz, src, n, tmp, chunk_bytes, &dl) != LIBDEFLATE_SUCCESS ||
-                        dl != chunk_bytes) {
-#pragma omp critical
-                        bad = 1, bad_head = h;
-                        continue;
-                    }
-                    src = tmp;
-                    n = dl;
-                }
-                if (n != chunk_bytes) {
-#pragma omp critical
-                    bad = 1, bad_head = h;
-                    continue;
-                }
-                int shuffled = p->attn_shuffle_idx >= 0 && !(mask[c] & (1u << p->attn_shuffle_idx));
-                if (elem == 2) { /* float16 -> float32 through a table */
-                    float *fd = (float *)dst;
-                    size_t ne = cr * N, nv = rows * N;
-                    if (shuffled)
-                        for (size_t i = 0; i < nv; i++) fd[i] = h2f[src[i] | (unsigned)src[ne + i] << 8];
-                    else
-                        for (size_t i = 0; i < nv; i++) fd[i] = h2f[src[2 * i] | (unsigned)src[2 * i + 1] << 8];
-                } else if (shuffled)
-                    unshuffle4(dst, src, cr * N, rows * N);
-                else
-                    memcpy(dst, src, valid);
+                fn(ctx, tid, c * (int)cr, (int)nr, rows);
             }
+            free(tmp);
+            free(blk);
+            free((void *)rows);
+            if (dz) libdeflate_free_decompressor(dz);
         }
-        free(tmp);
-        if (dz) libdeflate_free_decompressor(dz);
     }
     free(raw);
     free(len);
     free(pos);
-    free(mask);
-    if (!rc && bad)
-        rc = bad_head >= 0 ? kv_fail(err, "%s: dataset 'attn' has a corrupt chunk (traced layer %d, head %d)", where, li, bad_head)
-                           : kv_fail(err, "out of memory");
-    if (rc) return rc;
-    size_t n = (size_t)nh * N * N;
-    int nonfinite = 0;
-#pragma omp parallel for reduction(| : nonfinite)
-    for (size_t i = 0; i < n; i++) nonfinite |= !isfinite(out[i]);
-    if (nonfinite)
-        return kv_fail(err, "%s: dataset 'attn' has a non-finite value (NaN or Inf) in traced layer %d", where, li);
-    return 0;
+    free(fmask);
+    if (!rc && bad) rc = scan_fail(bad, li, bad_head, where, err);
+    return rc;
+}
+
+/* Any other layout: HDF5 reads blocks of rows (a memory space of the same
+ * shape as the selection), whose rows are then spread over threads. */
+static int scan_attn_plain(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx,
+                           const char *where, kv_error *err) {
+    int N = p->n_tokens, B = 64;
+    float *blk = kv_malloc((size_t)nh * B * N * sizeof *blk, err);
+    if (!blk) return -1;
+    int rc = 0;
+    for (int row0 = 0; !rc && row0 < N; row0 += B) {
+        int nr = N - row0 < B ? N - row0 : B;
+        hsize_t start[4] = {(hsize_t)li, (hsize_t)h0, (hsize_t)row0, 0}, count[4] = {1, (hsize_t)nh, (hsize_t)nr, (hsize_t)N};
+        hid_t fs = H5Dget_space(p->d_attn), ms = H5Screate_simple(4, count, NULL);
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+            H5Dread(p->d_attn, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, blk) < 0)
+            rc = kv_fail(err, "%s: cannot read dataset 'attn'", where);
+        H5Sclose(ms);
+        H5Sclose(fs);
+        for (int q = 0; !rc && q < nh; q++)
+            if (any_nonfinite(blk + (size_t)q * nr * N, (size_t)nr * N))
+                rc = scan_fail(SCAN_NONFINITE, li, h0 + q, where, err);
+        if (rc) break;
+        int nomem = 0;
+#pragma omp parallel reduction(| : nomem)
+        {
+            const float **rows = malloc((size_t)nh * sizeof *rows);
+            int tid = omp_get_thread_num();
+            nomem = !rows;
+#pragma omp for schedule(dynamic, 1)
+            for (int r = 0; r < nr; r += 8) {
+                if (!rows) continue;
+                for (int q = 0; q < nh; q++) rows[q] = blk + ((size_t)q * nr + r) * N;
+                fn(ctx, tid, row0 + r, nr - r < 8 ? nr - r : 8, rows);
+            }
+            free((void *)rows);
+        }
+        if (nomem) rc = kv_fail(err, "out of memory");
+    }
+    free(blk);
+    return rc;
+}
+
+int kv_prompt_scan_attn(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx, kv_error *err) {
+    char where[1200];
+    snprintf(where, sizeof where, "%s: /prompts/%s", p->trace->path, p->id);
+    if (!p->has_attn) return kv_fail(err, "%s: no dataset 'attn' (traced without --full-maps)", where);
+    return p->attn_fast ? scan_attn_fast(p, li, h0, nh, fn, ctx, where, err)
+                        : scan_attn_plain(p, li, h0, nh, fn, ctx, where, err);
+}
+
+typedef struct {
+    float *out; /* [nh, N, N] */
+    size_t N;
+    int nh;
+} copy_ctx;
+
+static void copy_block(void *ctx, int thread, int row0, int nrows, const float *const *rows) {
+    (void)thread;
+    copy_ctx *c = ctx;
+    for (int q = 0; q < c->nh; q++)
+        memcpy(c->out + ((size_t)q * c->N + (size_t)row0) * c->N, rows[q], (size_t)nrows * c->N * sizeof(float));
 }
 
 /* --------------------------------------------------------------- prompt */
@@ -694,13 +777,8 @@ static void pwhere(const kv_prompt *p, char *buf, size_t n) {
 }
 
 int kv_prompt_read_attn(const kv_prompt *p, int li, int h0, int nh, float *out, kv_error *err) {
-    char where[1200];
-    pwhere(p, where, sizeof where);
-    if (!p->has_attn) return kv_fail(err, "%s: no dataset 'attn' (traced without --full-maps)", where);
-    if (p->attn_fast) return read_attn_fast(p, li, h0, nh, out, where, err);
-    hsize_t N = (hsize_t)p->n_tokens;
-    hsize_t start[4] = {(hsize_t)li, (hsize_t)h0, 0, 0}, count[4] = {1, (hsize_t)nh, N, N};
-    return read_slab(p->d_attn, 4, start, count, out, where, "attn", err);
+    copy_ctx c = {out, (size_t)p->n_tokens, nh};
+    return kv_prompt_scan_attn(p, li, h0, nh, copy_block, &c, err);
 }
 
 int kv_prompt_read_window(const kv_prompt *p, int li, float *out, kv_error *err) {

@@ -88,6 +88,15 @@ void kv_prompt_close(kv_prompt *p);
  *   colsum:  out [H, N]
  *   values:  out [KVH, N, hd] */
 int kv_prompt_read_attn(const kv_prompt *p, int li, int h0, int nh, float *out, kv_error *err);
+
+/* Streams the maps of heads [h0, h0+nh) of traced layer li without holding
+ * them: fn gets blocks of query rows [row0, row0+nrows), rows[q] -> [nrows, N]
+ * of head h0+q. fn runs on several OpenMP threads at once (thread is
+ * omp_get_thread_num(), below omp_get_max_threads() at the call) and blocks
+ * come in no fixed order. Every block is checked for NaN/Inf before fn sees
+ * it; on a fault the scan stops early and returns -1 with err filled. */
+typedef void (*kv_attn_block_fn)(void *ctx, int thread, int row0, int nrows, const float *const *rows);
+int kv_prompt_scan_attn(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx, kv_error *err);
 int kv_prompt_read_window(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_colsum(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err);

@@ -93,6 +93,14 @@ compare("avgpool-future", t1,
         dict(thresholds=[0.9], budgets=[20, 30, 50], pool="avg", kernel=5, w=16, Q=8, use_pyramid=True))
 compare("nopool-alpha0-prompt", t1, ["-b", "40,64", "--pool", "none", "--alpha", "0", "--prompts", "p1"],
         dict(budgets=[40, 64], pool="none", alpha=0, prompts=["p1"]))
+# the same numbers through HDF5's own reads (not the raw-chunk reader), and with
+# more threads than row blocks have work for
+os.environ["KV_READ_PLAIN"] = "1"
+compare("gqa-plain-reader", t1, ["-t", "0.5,0.95", "-b", "40,64", "--threads", "3"],
+        dict(thresholds=[0.5, 0.95], budgets=[40, 64]))
+del os.environ["KV_READ_PLAIN"]
+compare("gqa-max-5-threads", t1, ["-t", "0.8", "-b", "48", "--gqa", "max", "--threads", "5"],
+        dict(thresholds=[0.8], budgets=[48], gqa="max"))
 t2 = os.path.join(d, "mha_window.h5")
 mktrace.random_trace(t2, L=2, H=3, KVH=3, hd=4, D=12, N=80, n_prompts=1, window=48, full_maps=False, seed=2)
 compare("mha-window-only", t2, ["-t", "0.6,0.9", "-b", "40,60", "--scorer", "h2o", "--eval", "future:4"],

@@ -266,8 +266,8 @@ static int want_layer(void *p, int layer) {
     return r->p->layer < 0 || r->p->layer == layer;
 }
 
-/* Fills mask [KVH, Nc] of spec s at one layer. */
-static void spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask) {
+/* Fills mask [KVH, Nc] of spec s at one layer. Returns 0, or -1 when out of memory. */
+static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_error *err) {
     const kv_config *c = &r->m->cfg;
     int Nc = r->st->n_ctx, KVH = c->n_kv_heads, G = c->n_heads / KVH, w = r->p->obs_window;
     switch (s->kind) {
@@ -307,8 +307,10 @@ static void spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask) {
                 float inv = 1.0f / G;
                 for (int j = 0; j < Nc; j++) r->comb[j] *= inv;
             }
-            kv_fastgen_result res;
-            kv_fastgen_profile(NULL, 0, 0, Nc, r->flags, r->comb, &fp, r->cls, &res); /* classes only */
+            kv_fastgen_head fh; /* for its classes, in r->cls */
+            int built = kv_fastgen_head_build(&fh, Nc, r->flags, r->comb, &fp, r->cls);
+            kv_fastgen_head_free(&fh);
+            if (built) return kv_fail(err, "out of memory");
             for (int j = 0; j < Nc; j++)
                 mg[j] = ((comp & KV_COMP_SPECIAL) && r->cls[j] == 0) || ((comp & KV_COMP_PUNCT) && r->cls[j] == 1) ||
                         ((comp & KV_COMP_FREQUENT) && r->cls[j] == 2) || ((comp & KV_COMP_LOCAL) && Nc - 1 - j < nl);
@@ -316,6 +318,7 @@ static void spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask) {
         break;
     }
     }
+    return 0;
 }
 
 static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
@@ -354,7 +357,10 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
             return -1;
         }
         st->masks[(size_t)s * st->n_layers + layer] = mask;
-        spec_mask(r, &r->specs[s], layer, mask);
+        if (spec_mask(r, &r->specs[s], layer, mask, err)) {
+            kv_loss_ctx_free(&lc);
+            return -1;
+        }
         size_t kept = 0;
         for (size_t j = 0; j < (size_t)KVH * Nc; j++) kept += mask[j];
         st->kept[s] += (double)kept;
