@@ -30,10 +30,12 @@ typedef struct {
     cublasHandle_t blas;
     void *act16;        /* scratch: activations converted to 16-bit for GemmEx */
     size_t act16_bytes;
-    float *scores;      /* scratch: [rep, ATTN_BLOCK, N] probabilities */
-    size_t scores_bytes;
-    float *host_block;  /* pinned: one head's block for the full-maps sink */
+    float *scores[2];   /* scratch: [rep, ATTN_BLOCK, N] probabilities, two for the full-maps pipeline */
+    size_t scores_bytes[2];
+    float *host_block[2]; /* pinned: one KV group's block of maps each, for the sink */
     size_t host_bytes;
+    cudaStream_t copy_stream;     /* device-to-host copies of map blocks (non-blocking) */
+    cudaEvent_t computed[2], copied[2];
     int32_t *tokens;    /* scratch: token ids */
     size_t tokens_bytes;
     unsigned long long *flag; /* first non-finite index */
@@ -329,6 +331,27 @@ __global__ static void window_kernel(float *window, const float *p, int rows, in
     window[((size_t)(h0 + b) * wrows + (i - first)) * n + j] = v;
 }
 
+/* Full maps leave the GPU through a two-stage pipeline: block t is computed
+ * into scores[t % 2] on the default stream, copied to host_block[t % 2] on
+ * copy_stream once computed, and handed to the sink (the HDF5 writer, on the
+ * host) while block t + 1 is being computed and copied. Events order the
+ * reuse of both buffers. */
+typedef struct {
+    int h0, r0, rows, nk, buf; /* what host_block[buf] holds */
+} map_block;
+
+static int sink_block(cuda_impl *im, const kv_attn_capture *cap, const map_block *mb, int rep, kv_error *err) {
+    CU(cudaEventSynchronize(im->copied[mb->buf]), "copying a map block");
+    const float *hb = im->host_block[mb->buf];
+    /* blocks of one head arrive in order, heads of a KV group interleave: the
+     * sink accepts (head, row0) pairs in any order within a group */
+    for (int b = 0; b < rep; b++)
+        if (cap->maps->block(cap->maps->ctx, mb->h0 + b, mb->r0, mb->rows, hb + (size_t)b * mb->rows * mb->nk, mb->nk,
+                             err))
+            return -1;
+    return 0;
+}
+
 static int cu_attention(kv_kernels *k, float *out, const float *q, const float *kk, const float *v, int n,
                         int n_heads, int n_kv_heads, int hd, int sw, const kv_attn_mask *mask,
                         const kv_attn_capture *cap, kv_error *err) {
@@ -336,25 +359,33 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
     if (mask && (mask->n_ctx < 1 || mask->n_ctx > n || !mask->allow))
         return kv_fail(err, "attention mask: context length %d is outside 1..%d", mask->n_ctx, n);
     int rep = n_heads / n_kv_heads, qd = n_heads * hd, kvd = n_kv_heads * hd;
-    int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
+    int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK, maps = cap && cap->maps;
     float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
-    if (grow((void **)&im->scores, &im->scores_bytes, (size_t)rep * blk * n * sizeof(float), err)) return -1;
-    if (cap && cap->maps && im->host_bytes < (size_t)blk * n * sizeof(float)) {
-        if (im->host_block) cudaFreeHost(im->host_block);
-        im->host_block = NULL;
+    size_t block_bytes = (size_t)rep * blk * n * sizeof(float);
+    for (int b = 0; b < 1 + maps; b++)
+        if (grow((void **)&im->scores[b], &im->scores_bytes[b], block_bytes, err)) return -1;
+    if (maps && im->host_bytes < block_bytes) {
+        for (int b = 0; b < 2; b++) {
+            if (im->host_block[b]) cudaFreeHost(im->host_block[b]);
+            im->host_block[b] = NULL;
+        }
         im->host_bytes = 0;
-        CU(cudaMallocHost((void **)&im->host_block, (size_t)blk * n * sizeof(float)), "pinned buffer");
-        im->host_bytes = (size_t)blk * n * sizeof(float);
+        for (int b = 0; b < 2; b++) CU(cudaMallocHost((void **)&im->host_block[b], block_bytes), "pinned buffer");
+        im->host_bytes = block_bytes;
     }
     if (cap && cap->colsum) CU(cudaMemset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float)), "memset");
-    float *p = im->scores;
+    map_block pending = {0, 0, 0, 0, -1}; /* copied or being copied, not yet sunk */
+    int t = 0;                            /* block counter: buffer t % 2 */
     /* heads of one KV group share K and V: batch them (stride 0 on K, V) */
     for (int g = 0; g < n_kv_heads; g++) {
         int h0 = g * rep;
-        /* full maps reach the sink head by head, so walk blocks inside heads then */
-        for (int r0 = 0; r0 < n; r0 += blk) {
+        for (int r0 = 0; r0 < n; r0 += blk, t++) {
             int r1 = r0 + blk < n ? r0 + blk : n, rows = r1 - r0, nk = r1;
             int k0 = sw > 0 && r0 - sw + 1 > 0 ? r0 - sw + 1 : 0;
+            int buf = maps ? t % 2 : 0;
+            float *p = im->scores[buf];
+            /* scores[buf] is free once the copy of block t - 2 has left it */
+            if (maps && t >= 2) CU(cudaStreamWaitEvent(0, im->copied[buf], 0), "ordering map copies");
             /* scoresᵀ [nk - k0, rows] = K[k0:r1] · Q_blkᵀ, per head of the group */
             CB(cublasSgemmStridedBatched(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, nk - k0, rows, hd, &scale,
                                          kk + (size_t)k0 * kvd + g * hd, kvd, 0, q + (size_t)r0 * qd + h0 * hd, qd,
@@ -376,23 +407,34 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
                                               cap->window_rows, h0);
                 LAUNCHED("window");
             }
+            if (maps) { /* copy the probabilities out while the output product runs */
+                CU(cudaEventRecord(im->computed[buf], 0), "ordering map copies");
+                CU(cudaStreamWaitEvent(im->copy_stream, im->computed[buf], 0), "ordering map copies");
+                CU(cudaMemcpyAsync(im->host_block[buf], p, (size_t)rep * rows * nk * sizeof(float),
+                                   cudaMemcpyDeviceToHost, im->copy_stream),
+                   "copying a map block");
+                CU(cudaEventRecord(im->copied[buf], im->copy_stream), "ordering map copies");
+            }
             /* out_blkᵀ [hd, rows] = V[k0:r1]ᵀ · Pᵀ, per head of the group */
             CB(cublasSgemmStridedBatched(im->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, rows, nk - k0, &one,
                                          v + (size_t)k0 * kvd + g * hd, kvd, 0, p + k0, nk, (long long)rows * nk,
                                          &zero, out + (size_t)r0 * qd + h0 * hd, qd, hd, rep),
                "attention output");
-            if (cap && cap->maps)
-                for (int b = 0; b < rep; b++) {
-                    CU(cudaMemcpy(im->host_block, p + (size_t)b * rows * nk, (size_t)rows * nk * sizeof(float),
-                                  cudaMemcpyDeviceToHost),
-                       "copying a map block");
-                    /* the sink wants head-major order; blocks of one head are
-                     * produced in order, heads of the group interleave, so the
-                     * sink receives (head, row0) pairs it must accept in any
-                     * order within a group (the trace writer does). */
-                    if (cap->maps->block(cap->maps->ctx, h0 + b, r0, rows, im->host_block, nk, err)) return -1;
+            if (maps) {
+                /* the host writes block t - 1 while the GPU works on block t;
+                 * host_block[buf] was sunk one iteration ago, before this copy
+                 * into it was queued */
+                if (pending.buf >= 0 && sink_block(im, cap, &pending, rep, err)) {
+                    cudaDeviceSynchronize();
+                    return -1;
                 }
+                pending = (map_block){h0, r0, rows, nk, buf};
+            }
         }
+    }
+    if (pending.buf >= 0 && sink_block(im, cap, &pending, rep, err)) {
+        cudaDeviceSynchronize();
+        return -1;
     }
     CU(cudaDeviceSynchronize(), "attention");
     return 0;
@@ -422,10 +464,15 @@ static void cu_destroy(kv_kernels *k) {
     if (im) {
         if (im->blas) cublasDestroy(im->blas);
         cudaFree(im->act16);
-        cudaFree(im->scores);
+        for (int b = 0; b < 2; b++) {
+            cudaFree(im->scores[b]);
+            if (im->host_block[b]) cudaFreeHost(im->host_block[b]);
+            if (im->computed[b]) cudaEventDestroy(im->computed[b]);
+            if (im->copied[b]) cudaEventDestroy(im->copied[b]);
+        }
+        if (im->copy_stream) cudaStreamDestroy(im->copy_stream);
         cudaFree(im->tokens);
         cudaFree(im->flag);
-        if (im->host_block) cudaFreeHost(im->host_block);
         free(im);
     }
     free(k);
@@ -457,6 +504,19 @@ extern "C" kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
         kv_fail(err, "CUDA: cannot initialise cuBLAS");
         free(k);
         free(im);
+        return NULL;
+    }
+    k->impl = im;
+    k->destroy = cu_destroy;
+    /* the copy stream must not synchronise with the legacy default stream,
+     * or the map copies would wait for (and hold up) the compute */
+    int ok = cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking) == cudaSuccess;
+    for (int b = 0; ok && b < 2; b++)
+        ok = cudaEventCreateWithFlags(&im->computed[b], cudaEventDisableTiming) == cudaSuccess &&
+             cudaEventCreateWithFlags(&im->copied[b], cudaEventDisableTiming) == cudaSuccess;
+    if (!ok) {
+        kv_fail(err, "CUDA: cannot create streams and events");
+        cu_destroy(k);
         return NULL;
     }
     /* TF32 stays off: float32 products are true float32 */
