@@ -554,9 +554,9 @@ static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nid
 
 /* Bytes the per-layer buffers take for the largest selected prompt: the
  * window rows, colsum, values, wo, scores and masks, and the loss context
- * (evaluation rows and their products); with full maps, the stored chunks of
- * one KV group (at most their uncompressed size) and each thread's decoded
- * row block of the group (kv_prompt_scan_attn). The aggregates over layers
+ * (evaluation rows and their products); with full maps, one batch of stored
+ * chunks of a KV group (at most their uncompressed size) and each thread's
+ * decoded row block of the group (kv_prompt_scan_attn). The aggregates over layers
  * and prompts are small. */
 static double analyze_bytes(const kv_trace *t, const kv_prompt *p) {
     double H = t->n_heads, KVH = t->n_kv_heads, hd = t->head_dim, D = t->hidden_size;
@@ -566,7 +566,8 @@ static double analyze_bytes(const kv_trace *t, const kv_prompt *p) {
     double maps = 0;
     if (p->has_attn) {
         double rows = p->attn_fast ? p->attn_chunk_rows : 64, elem = p->attn_fast ? p->attn_elem : 4;
-        maps = G * N * N * elem + omp_get_max_threads() * (G * rows * N * 4 + rows * N * elem);
+        maps = kv_prompt_scan_batch_chunks(p, (int)G) * G * rows * N * elem +
+               omp_get_max_threads() * (G * rows * N * 4 + rows * N * elem);
     }
     return per_layer + maps;
 }

@@ -493,15 +493,17 @@ static int any_nonfinite(const float *x, size_t n) {
     return bad;
 }
 
-/* Decodes one raw chunk (filter mask fmask, len bytes at src) into nv rows'
- * floats at dst; tmp holds chunk_bytes. Returns 0, or -1 when corrupt. */
-static int decode_chunk(const kv_prompt *p, const unsigned char *src, size_t len, uint32_t fmask,
-                        struct libdeflate_decompressor *dz, unsigned char *tmp, size_t chunk_bytes,
-                        size_t rows, float *dst) {
+/* Decodes one raw chunk (filter mask fmask, len bytes at src) of rows rows
+ * and returns its floats: dst (rows × N floats) when anything had to be
+ * undone, src itself when the chunk is stored as plain float32 (no copy); tmp
+ * holds chunk_bytes. NULL when corrupt. */
+static const float *decode_chunk(const kv_prompt *p, const unsigned char *src, size_t len, uint32_t fmask,
+                                 struct libdeflate_decompressor *dz, unsigned char *tmp, size_t chunk_bytes,
+                                 size_t rows, float *dst) {
     size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows, nv = rows * N;
     if (len == 0) { /* unallocated chunk: fill value 0 */
         memset(dst, 0, nv * sizeof *dst);
-        return 0;
+        return dst;
     }
     if (p->attn_deflate_idx >= 0 && !(fmask & (1u << p->attn_deflate_idx))) {
         /* HDF5's deflate filter writes zlib streams; libdeflate inflates them
@@ -509,11 +511,11 @@ static int decode_chunk(const kv_prompt *p, const unsigned char *src, size_t len
         size_t dl = 0;
         if (libdeflate_zlib_decompress(dz, src, len, tmp, chunk_bytes, &dl) != LIBDEFLATE_SUCCESS ||
             dl != chunk_bytes)
-            return -1;
+            return NULL;
         src = tmp;
         len = dl;
     }
-    if (len != chunk_bytes) return -1;
+    if (len != chunk_bytes) return NULL;
     int shuffled = p->attn_shuffle_idx >= 0 && !(fmask & (1u << p->attn_shuffle_idx));
     if (p->attn_elem == 2) { /* float16 -> float32 through a table */
         const float *h2f = half_table();
@@ -524,9 +526,68 @@ static int decode_chunk(const kv_prompt *p, const unsigned char *src, size_t len
             for (size_t i = 0; i < nv; i++) dst[i] = h2f[src[2 * i] | (unsigned)src[2 * i + 1] << 8];
     } else if (shuffled)
         unshuffle4((unsigned char *)dst, src, cr * N, nv);
-    else
+    else if (src == tmp || ((uintptr_t)src & (_Alignof(float) - 1)))
         memcpy(dst, src, nv * sizeof *dst);
-    return 0;
+    else
+        return (const float *)src; /* plain float32 in the raw buffer */
+    return dst;
+}
+
+/* Buffers of kv_prompt_scan_attn, kept with the prompt between calls: in a
+ * VM, first touches of fresh pages cost more than the reads themselves. */
+struct kv_scan_scratch {
+    unsigned char *raw; /* a batch of stored chunks */
+    size_t raw_cap;
+    int threads;
+    size_t chunk_bytes, block_floats;
+    unsigned char **tmp;                   /* [threads] one inflated chunk */
+    float **blk;                           /* [threads] nh decoded row blocks */
+    const float ***rows;                   /* [threads] nh row pointers */
+    struct libdeflate_decompressor **dz;   /* [threads] */
+};
+
+static void scratch_free(struct kv_scan_scratch *s) {
+    if (!s) return;
+    for (int i = 0; i < s->threads; i++) {
+        if (s->tmp) free(s->tmp[i]);
+        if (s->blk) free(s->blk[i]);
+        if (s->rows) free((void *)s->rows[i]);
+        if (s->dz && s->dz[i]) libdeflate_free_decompressor(s->dz[i]);
+    }
+    free(s->tmp);
+    free(s->blk);
+    free((void *)s->rows);
+    free(s->dz);
+    free(s->raw);
+    free(s);
+}
+
+/* The prompt's scratch, (re)built when threads or sizes grew; NULL when out of memory. */
+static struct kv_scan_scratch *scratch_get(const kv_prompt *p, int threads, int nh, size_t chunk_bytes,
+                                           size_t block_floats) {
+    struct kv_scan_scratch *s = p->scratch;
+    if (s && s->threads >= threads && s->chunk_bytes >= chunk_bytes && s->block_floats >= block_floats) return s;
+    scratch_free(s);
+    ((kv_prompt *)p)->scratch = NULL; /* the buffers are a cache: mutable behind a const prompt */
+    s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->threads = threads;
+    s->chunk_bytes = chunk_bytes;
+    s->block_floats = block_floats;
+    s->tmp = calloc((size_t)threads, sizeof *s->tmp);
+    s->blk = calloc((size_t)threads, sizeof *s->blk);
+    s->rows = calloc((size_t)threads, sizeof *s->rows);
+    s->dz = calloc((size_t)threads, sizeof *s->dz);
+    int ok = s->tmp && s->blk && s->rows && s->dz;
+    for (int i = 0; ok && i < threads; i++)
+        ok = (s->tmp[i] = malloc(chunk_bytes)) && (s->blk[i] = malloc(block_floats * sizeof(float))) &&
+             (s->rows[i] = malloc((size_t)nh * sizeof(float *))) && (s->dz[i] = libdeflate_alloc_decompressor());
+    if (!ok) {
+        scratch_free(s);
+        return NULL;
+    }
+    ((kv_prompt *)p)->scratch = s;
+    return s;
 }
 
 enum { SCAN_OK, SCAN_NOMEM, SCAN_CORRUPT, SCAN_NONFINITE };
@@ -540,79 +601,91 @@ static int scan_fail(int bad, int li, int head, const char *where, kv_error *err
     return kv_fail(err, "out of memory");
 }
 
-/* Chunks of whole rows with shuffle/deflate only: one thread reads the raw
- * chunks of all nh heads with H5Dread_chunk (HDF5 is not thread-safe), then
- * every thread takes one row block at a time, decodes it for each head into
- * its own buffer and hands it to fn while it is still in cache. */
+/* Automatic batches of stored chunks: at most this much uncompressed data,
+ * unless keeping every thread busy takes more. */
+#define KV_SCAN_BATCH_BYTES ((size_t)256 << 20)
+
+int kv_prompt_scan_batch_chunks(const kv_prompt *p, int nh) {
+    size_t N = (size_t)p->n_tokens, cr = p->attn_fast ? (size_t)p->attn_chunk_rows : 64;
+    size_t elem = p->attn_fast ? (size_t)p->attn_elem : 4, per = (size_t)nh * cr * N * elem;
+    size_t nchunk = (N + cr - 1) / cr, b = KV_SCAN_BATCH_BYTES / (per ? per : 1);
+    size_t least = 4 * (size_t)omp_get_max_threads();
+    if (b < least) b = least;
+    if (p->scan_batch_chunks > 0) b = (size_t)p->scan_batch_chunks;
+    return (int)(b < nchunk ? b : nchunk);
+}
+
+/* Chunks of whole rows with shuffle/deflate only: one thread reads a batch of
+ * raw chunks of all nh heads with H5Dread_chunk (HDF5 is not thread-safe),
+ * then every thread takes one row block at a time, decodes it for each head
+ * into its own buffer and hands it to fn while it is still in cache. */
 static int scan_attn_fast(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx,
                           const char *where, kv_error *err) {
     size_t N = (size_t)p->n_tokens, cr = (size_t)p->attn_chunk_rows;
-    int nchunk = (int)((N + cr - 1) / cr), nall = nh * nchunk;
+    int nchunk = (int)((N + cr - 1) / cr), batch = kv_prompt_scan_batch_chunks(p, nh), nall = nh * batch;
     size_t chunk_bytes = cr * N * (size_t)p->attn_elem;
     if (p->attn_elem == 2 && !half_table()) return kv_fail(err, "out of memory");
+    struct kv_scan_scratch *sc = scratch_get(p, omp_get_max_threads(), nh, chunk_bytes, (size_t)nh * cr * N);
     hsize_t *len = calloc((size_t)nall, sizeof *len);
     size_t *pos = calloc((size_t)nall, sizeof *pos);
     uint32_t *fmask = calloc((size_t)nall, sizeof *fmask);
-    unsigned char *raw = NULL;
-    int rc = 0;
-    if (!len || !pos || !fmask) rc = kv_fail(err, "out of memory");
-    size_t total = 0;
-    for (int k = 0; !rc && k < nall; k++) { /* k = q * nchunk + c */
-        hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nchunk), (hsize_t)(k % nchunk) * cr, 0};
-        if (H5Dget_chunk_storage_size(p->d_attn, off, &len[k]) < 0) len[k] = 0;
-        pos[k] = total;
-        total += len[k];
-    }
-    if (!rc && !(raw = malloc(total ? total : 1))) rc = kv_fail(err, "out of memory");
-    for (int k = 0; !rc && k < nall; k++) {
-        hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nchunk), (hsize_t)(k % nchunk) * cr, 0};
-        if (len[k] && H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &fmask[k], raw + pos[k]) < 0)
-            rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
-    }
-    int bad = SCAN_OK, bad_head = -1;
-    if (!rc) {
+    int rc = 0, bad = SCAN_OK, bad_head = -1;
+    if (!sc || !len || !pos || !fmask) rc = kv_fail(err, "out of memory");
+    for (int c0 = 0; !rc && !bad && c0 < nchunk; c0 += batch) {
+        int nb = nchunk - c0 < batch ? nchunk - c0 : batch;
+        size_t total = 0;
+        for (int k = 0; k < nh * nb; k++) { /* k = q * nb + (c - c0) */
+            hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nb), (hsize_t)(c0 + k % nb) * cr, 0};
+            if (H5Dget_chunk_storage_size(p->d_attn, off, &len[k]) < 0) len[k] = 0;
+            pos[k] = total;
+            total += (len[k] + 63) & ~(hsize_t)63; /* aligned, for reading floats in place */
+        }
+        if (total > sc->raw_cap) {
+            free(sc->raw);
+            sc->raw_cap = 0;
+            if (!(sc->raw = malloc(total))) {
+                rc = kv_fail(err, "out of memory");
+                break;
+            }
+            sc->raw_cap = total;
+        }
+        unsigned char *raw = sc->raw;
+        for (int k = 0; !rc && k < nh * nb; k++) {
+            hsize_t off[4] = {(hsize_t)li, (hsize_t)(h0 + k / nb), (hsize_t)(c0 + k % nb) * cr, 0};
+            if (len[k] && H5Dread_chunk(p->d_attn, H5P_DEFAULT, off, &fmask[k], raw + pos[k]) < 0)
+                rc = kv_fail(err, "%s: cannot read a chunk of dataset 'attn'", where);
+        }
+        if (rc) break;
 #pragma omp parallel
         {
-            unsigned char *tmp = malloc(chunk_bytes);
-            float *blk = malloc((size_t)nh * cr * N * sizeof *blk);
-            const float **rows = malloc((size_t)nh * sizeof *rows);
-            struct libdeflate_decompressor *dz = libdeflate_alloc_decompressor();
-            int ready = tmp && blk && rows && dz, tid = omp_get_thread_num();
-            if (!ready) {
-#pragma omp atomic write
-                bad = SCAN_NOMEM;
-            }
+            int tid = omp_get_thread_num();
+            unsigned char *tmp = sc->tmp[tid];
+            float *blk = sc->blk[tid];
+            const float **rows = sc->rows[tid];
 #pragma omp for schedule(dynamic, 1)
-            for (int c = 0; c < nchunk; c++) {
+            for (int c = c0; c < c0 + nb; c++) {
                 int stop;
 #pragma omp atomic read
                 stop = bad;
-                if (!ready || stop) continue;
+                if (stop) continue;
                 size_t nr = N - (size_t)c * cr < cr ? N - (size_t)c * cr : cr;
                 int fault = SCAN_OK, q = 0;
                 for (; q < nh && !fault; q++) {
-                    int k = q * nchunk + c;
-                    float *dst = blk + (size_t)q * cr * N;
-                    rows[q] = dst;
-                    if (decode_chunk(p, raw + pos[k], len[k], fmask[k], dz, tmp, chunk_bytes, nr, dst))
-                        fault = SCAN_CORRUPT;
-                    else if (any_nonfinite(dst, nr * N))
-                        fault = SCAN_NONFINITE;
+                    int k = q * nb + (c - c0);
+                    rows[q] = decode_chunk(p, raw + pos[k], len[k], fmask[k], sc->dz[tid], tmp, chunk_bytes, nr,
+                                           blk + (size_t)q * cr * N);
+                    if (!rows[q]) fault = SCAN_CORRUPT;
+                    else if (any_nonfinite(rows[q], nr * N)) fault = SCAN_NONFINITE;
                 }
                 if (fault) {
 #pragma omp critical(kv_scan_fault)
-                    if (!bad || bad == SCAN_NOMEM) bad = fault, bad_head = h0 + q - 1;
+                    if (!bad) bad = fault, bad_head = h0 + q - 1;
                     continue;
                 }
                 fn(ctx, tid, c * (int)cr, (int)nr, rows);
             }
-            free(tmp);
-            free(blk);
-            free((void *)rows);
-            if (dz) libdeflate_free_decompressor(dz);
         }
     }
-    free(raw);
     free(len);
     free(pos);
     free(fmask);
@@ -692,6 +765,7 @@ void kv_prompt_close(kv_prompt *p) {
     if (p->d_values >= 0) H5Dclose(p->d_values);
     if (p->group >= 0) H5Gclose(p->group);
     free(p->flags);
+    scratch_free(p->scratch);
     free(p);
 }
 

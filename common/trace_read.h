@@ -61,6 +61,8 @@ typedef struct {
     int attn_chunk_rows;
     int attn_shuffle_idx;  /* filter index of shuffle in the pipeline, -1 none */
     int attn_deflate_idx;  /* filter index of deflate, -1 none */
+    int scan_batch_chunks; /* row blocks per batch of kv_prompt_scan_attn; 0 (open's default): automatic */
+    struct kv_scan_scratch *scratch; /* the scan's buffers, kept between calls (first touches are costly) */
 } kv_prompt;
 
 /* Opens and validates a trace (format, format_version, /model, /prompts).
@@ -90,13 +92,18 @@ void kv_prompt_close(kv_prompt *p);
 int kv_prompt_read_attn(const kv_prompt *p, int li, int h0, int nh, float *out, kv_error *err);
 
 /* Streams the maps of heads [h0, h0+nh) of traced layer li without holding
- * them: fn gets blocks of query rows [row0, row0+nrows), rows[q] -> [nrows, N]
- * of head h0+q. fn runs on several OpenMP threads at once (thread is
- * omp_get_thread_num(), below omp_get_max_threads() at the call) and blocks
- * come in no fixed order. Every block is checked for NaN/Inf before fn sees
- * it; on a fault the scan stops early and returns -1 with err filled. */
+ * them (their stored chunks are read in batches, see below): fn gets blocks
+ * of query rows [row0, row0+nrows), rows[q] -> [nrows, N] of head h0+q. fn
+ * runs on several OpenMP threads at once (thread is omp_get_thread_num(),
+ * below omp_get_max_threads() at the call) and blocks come in no fixed
+ * order. Every block is checked for NaN/Inf before fn sees it; on a fault
+ * the scan stops early and returns -1 with err filled. */
 typedef void (*kv_attn_block_fn)(void *ctx, int thread, int row0, int nrows, const float *const *rows);
 int kv_prompt_scan_attn(const kv_prompt *p, int li, int h0, int nh, kv_attn_block_fn fn, void *ctx, kv_error *err);
+/* Row blocks whose stored chunks (of nh heads) a scan holds at once:
+ * p->scan_batch_chunks when set, else about 256 MiB uncompressed and at
+ * least 4 per thread (also for memory estimates). */
+int kv_prompt_scan_batch_chunks(const kv_prompt *p, int nh);
 int kv_prompt_read_window(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_colsum(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err);

@@ -101,6 +101,9 @@ compare("gqa-plain-reader", t1, ["-t", "0.5,0.95", "-b", "40,64", "--threads", "
 del os.environ["KV_READ_PLAIN"]
 compare("gqa-max-5-threads", t1, ["-t", "0.8", "-b", "48", "--gqa", "max", "--threads", "5"],
         dict(thresholds=[0.8], budgets=[48], gqa="max"))
+t4 = os.path.join(d, "plain.h5")  # float32 chunks stored without filters: read in place
+mktrace.random_trace(t4, L=2, H=4, KVH=1, hd=8, D=24, N=150, n_prompts=1, window=64, seed=4, compress=False)
+compare("mqa-uncompressed-maps", t4, ["-t", "0.6,0.95", "-b", "40,100"], dict(thresholds=[0.6, 0.95], budgets=[40, 100]))
 t2 = os.path.join(d, "mha_window.h5")
 mktrace.random_trace(t2, L=2, H=3, KVH=3, hd=4, D=12, N=80, n_prompts=1, window=48, full_maps=False, seed=2)
 compare("mha-window-only", t2, ["-t", "0.6,0.9", "-b", "40,60", "--scorer", "h2o", "--eval", "future:4"],

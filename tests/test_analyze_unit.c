@@ -216,6 +216,14 @@ START_TEST(reader_float16_maps) {
     ck_assert_int_eq(kv_prompt_read_attn(p, 0, 0, 2, a, &err), 0);
     ck_assert_int_eq(kv_prompt_read_attn(q, 0, 0, 2, b, &err), 0);
     ck_assert_int_eq(memcmp(a, b, n * sizeof *a), 0);
+    /* the 3 row blocks read in batches of 1 and 2 stored chunks */
+    for (int batch = 1; batch <= 2; batch++) {
+        p->scan_batch_chunks = batch;
+        ck_assert_int_eq(kv_prompt_scan_batch_chunks(p, 2), batch);
+        memset(b, 0xff, n * sizeof *b);
+        ck_assert_int_eq(kv_prompt_read_attn(p, 0, 0, 2, b, &err), 0);
+        ck_assert_int_eq(memcmp(a, b, n * sizeof *a), 0);
+    }
     int subnormal = 0;
     for (size_t i = 0; i < n; i++) subnormal += a[i] > 0 && a[i] < 6.1e-5f;
     ck_assert_int_gt(subnormal, 0); /* the comparison covered half subnormals */

@@ -44,8 +44,9 @@ def random_flags(rng, N):
 
 def write_trace(path, prompts, *, n_heads, n_kv_heads, head_dim, hidden_size, layers, n_layers,
                 wo, window=64, full_maps=True, maps_dtype=np.float32, model="synthetic-model",
-                vocab_size=100, format_name="kvtrace", format_version=1):
-    """prompts: list of dicts with id, attn [L,H,N,N] float32, flags [N], values [L,KVH,N,hd]."""
+                vocab_size=100, format_name="kvtrace", format_version=1, compress=True):
+    """prompts: list of dicts with id, attn [L,H,N,N] float32, flags [N], values [L,KVH,N,hd].
+    compress: maps with shuffle + deflate (the format's default), else stored plain."""
     with h5py.File(path, "w") as f:
         f.attrs["format"] = format_name
         f.attrs["format_version"] = np.int32(format_version)
@@ -74,7 +75,7 @@ def write_trace(path, prompts, *, n_heads, n_kv_heads, head_dim, hidden_size, la
             g.create_dataset("flags", data=np.asarray(p["flags"], dtype=np.uint8))
             if full_maps:
                 g.create_dataset("attn", data=A.astype(maps_dtype), chunks=(1, 1, min(N, 64), N),
-                                 shuffle=True, compression="gzip", compression_opts=1)
+                                 **(dict(shuffle=True, compression="gzip", compression_opts=1) if compress else {}))
             g.create_dataset("colsum", data=A.astype(np.float64).sum(axis=2).astype(np.float32))
             Wp = min(window, N)
             g.create_dataset("window", data=np.ascontiguousarray(A[:, :, N - Wp:, :]))
@@ -83,7 +84,7 @@ def write_trace(path, prompts, *, n_heads, n_kv_heads, head_dim, hidden_size, la
 
 
 def random_trace(path, *, L=2, H=4, KVH=2, hd=8, D=32, N=96, n_prompts=2, window=64, full_maps=True,
-                 f16=False, seed=0, n_layers=None, lengths=None):
+                 f16=False, seed=0, n_layers=None, lengths=None, compress=True):
     rng = np.random.default_rng(seed)
     n_layers = n_layers or L
     layers = list(range(n_layers - L, n_layers)) if L < n_layers else list(range(L))
@@ -95,7 +96,7 @@ def random_trace(path, *, L=2, H=4, KVH=2, hd=8, D=32, N=96, n_prompts=2, window
     wo = rng.normal(0, 1 / np.sqrt(H * hd), size=(L, D, H * hd)).astype(np.float32)
     write_trace(path, prompts, n_heads=H, n_kv_heads=KVH, head_dim=hd, hidden_size=D, layers=layers,
                 n_layers=n_layers, wo=wo, window=window, full_maps=full_maps,
-                maps_dtype=np.float16 if f16 else np.float32)
+                maps_dtype=np.float16 if f16 else np.float32, compress=compress)
 
 
 def main():
