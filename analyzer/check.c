@@ -1,6 +1,7 @@
 #include "analyzer/check.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,28 +24,63 @@ static int fault(kv_error *err, const where *w, int head, const char *what) {
                    w->li, head, what);
 }
 
-/* One attention row of query i: sums to 1, zero past the diagonal. */
-static int check_row(const float *row, int n, int i, double tol, const where *w, int head, const char *name,
-                     kv_error *err) {
-    char what[256];
+/* One attention row of query i: sums to 1, zero past the diagonal. Returns
+ * 1 and describes the fault in what, or 0. */
+static int row_fault(const float *row, int n, int i, double tol, const char *name, char *what, size_t size) {
     double sum = 0;
     for (int j = 0; j < n; j++) {
         if (j > i && row[j] != 0.0f) {
-            snprintf(what, sizeof what, "%s has %.3g above the diagonal at row %d, column %d", name, row[j], i, j);
-            return fault(err, w, head, what);
+            snprintf(what, size, "%s has %.3g above the diagonal at row %d, column %d", name, row[j], i, j);
+            return 1;
         }
         if (row[j] < 0 || row[j] > 1 + tol) {
-            snprintf(what, sizeof what, "%s has probability %.6g outside [0, 1] at row %d, column %d", name, row[j],
-                     i, j);
-            return fault(err, w, head, what);
+            snprintf(what, size, "%s has probability %.6g outside [0, 1] at row %d, column %d", name, row[j], i, j);
+            return 1;
         }
         sum += row[j];
     }
     if (fabs(sum - 1) > tol) {
-        snprintf(what, sizeof what, "%s row %d sums to %.6f (tolerance %.0e)", name, i, sum, tol);
-        return fault(err, w, head, what);
+        snprintf(what, size, "%s row %d sums to %.6f (tolerance %.0e)", name, i, sum, tol);
+        return 1;
     }
     return 0;
+}
+
+/* The attn check of one KV group's heads, fed block by block from several
+ * threads (kv_prompt_scan_attn): rows are checked as they come, column sums
+ * kept per thread, and the earliest fault (head, then row) is the one named. */
+typedef struct {
+    int N, h0, nh;
+    double tol;
+    double *sums;        /* [threads, nh, N] column sums of attn */
+    long rows;           /* rows checked */
+    int fault_head, fault_row;
+    char fault_what[256];
+} attn_check;
+
+static void check_block(void *ctx, int thread, int row0, int nrows, const float *const *rows) {
+    attn_check *c = ctx;
+    int N = c->N;
+    for (int q = 0; q < c->nh; q++) {
+        double *s = c->sums + ((size_t)thread * c->nh + q) * N;
+        for (int r = 0; r < nrows; r++) {
+            int i = row0 + r;
+            const float *row = rows[q] + (size_t)r * N;
+            char what[256];
+            if (row_fault(row, N, i, c->tol, "attn", what, sizeof what)) {
+#pragma omp critical(kv_check_fault)
+                if (c->fault_head < 0 || c->h0 + q < c->fault_head ||
+                    (c->h0 + q == c->fault_head && i < c->fault_row)) {
+                    c->fault_head = c->h0 + q, c->fault_row = i;
+                    memcpy(c->fault_what, what, sizeof what);
+                }
+                break;
+            }
+            for (int j = 0; j <= i; j++) s[j] += row[j];
+        }
+    }
+#pragma omp atomic
+    c->rows += (long)nrows * c->nh;
 }
 
 int kv_check_trace(const char *path, FILE *report, kv_error *err) {
@@ -63,13 +99,12 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
             rc = -1;
             break;
         }
-        int N = p->n_tokens, H = t->n_heads, Wp = p->window_rows;
-        size_t maps = p->has_attn ? (size_t)N * N : 0;
+        int N = p->n_tokens, H = t->n_heads, Wp = p->window_rows, G = H / t->n_kv_heads;
+        int nt = omp_get_max_threads();
         float *colsum = malloc((size_t)H * N * sizeof(float)), *win = malloc((size_t)H * Wp * N * sizeof(float));
         float *vals = malloc((size_t)t->n_kv_heads * N * t->head_dim * sizeof(float));
-        float *attn = maps ? malloc(maps * sizeof(float)) : NULL;
-        double *sums = maps ? malloc((size_t)N * sizeof(double)) : NULL;
-        if (!colsum || !win || !vals || (maps && (!attn || !sums))) rc = kv_fail(err, "out of memory");
+        double *sums = p->has_attn ? malloc((size_t)nt * G * N * sizeof(double)) : NULL;
+        if (!colsum || !win || !vals || (p->has_attn && !sums)) rc = kv_fail(err, "out of memory");
         for (int li = 0; !rc && li < t->L; li++) {
             where w = {path, t, p, li};
             if (kv_prompt_read_colsum(p, li, colsum, err) || kv_prompt_read_window(p, li, win, err) ||
@@ -77,32 +112,38 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                 rc = -1;
                 break;
             }
+            char what[256];
             for (int h = 0; !rc && h < H; h++)
                 for (int r = 0; !rc && r < Wp; r++, rows_checked++)
-                    rc = check_row(win + ((size_t)h * Wp + r) * N, N, N - Wp + r, TOL_F32, &w, h, "window", err);
-            for (int h = 0; !rc && h < H && maps; h++) {
-                if (kv_prompt_read_attn(p, li, h, 1, attn, err)) {
+                    if (row_fault(win + ((size_t)h * Wp + r) * N, N, N - Wp + r, TOL_F32, "window", what, sizeof what))
+                        rc = fault(err, &w, h, what);
+            /* attn streamed one KV group at a time: never a whole map in memory */
+            for (int h0 = 0; !rc && p->has_attn && h0 < H; h0 += G) {
+                attn_check c = {.N = N, .h0 = h0, .nh = G, .tol = p->attn_elem == 2 ? TOL_F16 : TOL_F32,
+                                .sums = sums, .fault_head = -1};
+                memset(sums, 0, (size_t)nt * G * N * sizeof(double));
+                if (kv_prompt_scan_attn(p, li, h0, G, check_block, &c, err)) {
                     rc = -1;
                     break;
                 }
-                double tol = p->attn_elem == 2 ? TOL_F16 : TOL_F32;
-                memset(sums, 0, (size_t)N * sizeof(double));
-                for (int i = 0; !rc && i < N; i++, rows_checked++) {
-                    rc = check_row(attn + (size_t)i * N, N, i, tol, &w, h, "attn", err);
-                    for (int j = 0; j <= i; j++) sums[j] += attn[(size_t)i * N + j];
+                rows_checked += c.rows;
+                if (c.fault_head >= 0) {
+                    rc = fault(err, &w, c.fault_head, c.fault_what);
+                    break;
                 }
-                for (int j = 0; !rc && j < N; j++) {
-                    double c = colsum[(size_t)h * N + j];
-                    if (fabs(c - sums[j]) > tol * (fabs(c) > 1 ? fabs(c) : 1) * (1 + 0.01 * N)) {
-                        char what[256];
-                        snprintf(what, sizeof what, "colsum %.6g differs from the column sum of attn %.6g at column %d",
-                                 c, sums[j], j);
-                        rc = fault(err, &w, h, what);
+                for (int q = 0; !rc && q < G; q++)
+                    for (int j = 0; !rc && j < N; j++) {
+                        double total = 0, cs = colsum[(size_t)(h0 + q) * N + j];
+                        for (int th = 0; th < nt; th++) total += sums[((size_t)th * G + q) * N + j];
+                        if (fabs(cs - total) > c.tol * (fabs(cs) > 1 ? fabs(cs) : 1) * (1 + 0.01 * N)) {
+                            snprintf(what, sizeof what,
+                                     "colsum %.6g differs from the column sum of attn %.6g at column %d", cs, total, j);
+                            rc = fault(err, &w, h0 + q, what);
+                        }
                     }
-                }
             }
             /* colsum without maps: its total over keys is N (one per query row) */
-            for (int h = 0; !rc && h < H && !maps; h++) {
+            for (int h = 0; !rc && h < H && !p->has_attn; h++) {
                 double total = 0;
                 for (int j = 0; j < N; j++) total += colsum[(size_t)h * N + j];
                 if (fabs(total - N) > TOL_F32 * N) {
@@ -112,7 +153,7 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                 }
             }
         }
-        free(colsum), free(win), free(vals), free(attn), free(sums);
+        free(colsum), free(win), free(vals), free(sums);
         kv_prompt_close(p);
     }
     if (!rc && report)
