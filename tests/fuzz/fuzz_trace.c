@@ -6,7 +6,7 @@
  * harness mutates what a trace's producer controls: the bytes of every
  * dataset's storage (contiguous data and each chunk, compressed or not) in
  * one of two small real traces (tests/fuzz/base/), then runs the whole
- * analysis on the result.
+ * analysis and the trace checker on the result.
  *
  * Input: byte 0 picks the base trace (even: raw maps, odd: deflated maps);
  * then records of 5 bytes: a 4-byte little-endian position (taken modulo
@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "analyzer/analyze.h"
+#include "analyzer/check.h"
 #include "tests/fuzz/fuzz_common.h"
 
 typedef struct { haddr_t addr; hsize_t size; } region;
@@ -137,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_error err;
     FILE *devnull = fopen("/dev/null", "w");
     kv_analyze(&o, devnull, &err);
+    kv_check_trace(path, devnull, &err); /* the checker streams the same maps its own way */
     fclose(devnull);
     return 0;
 }
