@@ -1,5 +1,5 @@
 # kvtrace / kvanalyze / kvplot
-#   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot
+#   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot (and bin/libkvcuda.so, the CUDA plugin)
 #   make check      build and run every test (see tests/run.sh)
 #   make SANITIZE=1 check   the same under ASan + UBSan (make clean when switching)
 #   make demo       trace the bundled default model and analyse it (tools/demo.sh)
@@ -62,9 +62,10 @@ endif
 ifeq ($(CUDA),1)
 NVCCFLAGS ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
-CFLAGS  += -DKV_HAVE_CUDA
-LIBOBJ  += $(BUILD)/kernels/cuda.o
-LDLIBS  += -Wl$(comma)--as-needed -L$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++ -Wl$(comma)-rpath$(comma)$(CUDA_LIBDIR)
+# the backend is a plugin the tools dlopen when a GPU is asked for
+CUDA_PLUGIN := bin/libkvcuda.so
+CFLAGS  += -DKV_HAVE_CUDA -DKV_CUDA_PLUGIN='"$(abspath $(CUDA_PLUGIN))"'
+LDLIBS  += -ldl
 endif
 TESTSRC := $(wildcard tests/test_*.c)
 TESTBIN := $(TESTSRC:tests/%.c=bin/tests/%)
@@ -80,7 +81,7 @@ TOOLS := $(if $(wildcard tracer/main.c),bin/kvtrace) \
 .PHONY: all check bench clean deps demo fuzz fuzz-build
 # keep test and bench objects (no "rm build/tests/..." after the test summary)
 .SECONDARY:
-all: $(TOOLS)
+all: $(TOOLS) $(CUDA_PLUGIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -88,7 +89,16 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h common/dtype.h common/error.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -I. -Xcompiler -Wall,-Wextra -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -I. -Xcompiler -fPIC,-Wall,-Wextra -c $< -o $@
+
+# the plugin carries its own copies of the two small C modules it calls
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -I. -c $< -o $@
+
+$(CUDA_PLUGIN): $(BUILD)/kernels/cuda.o $(BUILD)/pic/common/error.o $(BUILD)/pic/common/dtype.o
+	@mkdir -p $(dir $@)
+	$(NVCC) -shared $^ -o $@ -L$(CUDA_LIBDIR) -lcublas -lcudart -Xlinker -rpath=$(CUDA_LIBDIR)
 
 $(BUILD)/libkv.a: $(LIBOBJ)
 	@rm -f $@
@@ -139,7 +149,7 @@ fuzz-build:
 fuzz: fuzz-build
 	bash tests/fuzz/run.sh $(or $(FUZZ_SECONDS),60)
 
-check: $(TOOLS) $(TESTBIN) $(HELPERBIN)
+check: $(TOOLS) $(CUDA_PLUGIN) $(TESTBIN) $(HELPERBIN)
 	bash tests/run.sh
 
 bench: $(TOOLS) $(BENCHBIN)

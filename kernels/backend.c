@@ -1,5 +1,9 @@
 /* Choosing a kernels backend by name: cpu, cuda, or auto (the GPU when one
- * is present and the CUDA backend was built, else the CPU). */
+ * is present and the CUDA backend was built, else the CPU).
+ *
+ * The CUDA backend is a plugin (bin/libkvcuda.so, kernels/cuda.cu) opened
+ * on first use: cuBLAS is a few hundred MB of shared libraries that a CPU
+ * run should neither load (it took 0.4 s at every start) nor need. */
 #include <string.h>
 
 #include "kernels/kernels.h"
@@ -11,6 +15,76 @@ kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
     kv_fail(err, "this build has no CUDA backend (nvcc was not found when it was built, or CUDA=0)");
     return NULL;
 }
+const char *kv_cuda_unavailable(void) { return "not built"; }
+#else
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#ifndef KV_CUDA_PLUGIN
+#define KV_CUDA_PLUGIN "libkvcuda.so"
+#endif
+
+static int plugin_tried;
+static char plugin_problem[1024];
+static kv_kernels *(*plugin_open)(int device, kv_error *err);
+static int (*plugin_device_count)(void);
+
+/* Tries $KV_CUDA_PLUGIN, then libkvcuda.so next to the executable and one
+ * folder up (bin/tests/), then where the build put it. */
+static int load_plugin(void) {
+    if (plugin_tried) return plugin_open != NULL;
+    plugin_tried = 1;
+    char exe[PATH_MAX], dir[PATH_MAX], cand[3][PATH_MAX + 32];
+    int n = 0;
+    const char *env = getenv("KV_CUDA_PLUGIN");
+    if (env && *env) snprintf(cand[n++], sizeof cand[0], "%s", env);
+    else {
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (len > 0) {
+            exe[len] = 0;
+            snprintf(dir, sizeof dir, "%s", dirname(exe));
+            snprintf(cand[n++], sizeof cand[0], "%s/libkvcuda.so", dir);
+            snprintf(cand[n++], sizeof cand[0], "%s/../libkvcuda.so", dir);
+        }
+        snprintf(cand[n++], sizeof cand[0], "%s", KV_CUDA_PLUGIN);
+    }
+    void *h = NULL;
+    for (int i = 0; i < n && !h; i++) {
+        if (!env && access(cand[i], R_OK)) continue;
+        if (!(h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL)))
+            snprintf(plugin_problem, sizeof plugin_problem, "cannot load %.400s: %.500s", cand[i], dlerror());
+    }
+    if (!h) {
+        if (!plugin_problem[0])
+            snprintf(plugin_problem, sizeof plugin_problem, "libkvcuda.so not found next to the program or at %s",
+                     KV_CUDA_PLUGIN);
+        return 0;
+    }
+    *(void **)&plugin_open = dlsym(h, "kv_cuda_plugin_open");
+    *(void **)&plugin_device_count = dlsym(h, "kv_cuda_plugin_device_count");
+    if (!plugin_open || !plugin_device_count) {
+        snprintf(plugin_problem, sizeof plugin_problem, "the CUDA plugin lacks its entry points");
+        plugin_open = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+int kv_cuda_device_count(void) { return load_plugin() ? plugin_device_count() : 0; }
+
+kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
+    if (!load_plugin()) {
+        kv_fail(err, "CUDA backend unavailable: %s", plugin_problem);
+        return NULL;
+    }
+    return plugin_open(device, err);
+}
+
+const char *kv_cuda_unavailable(void) { return load_plugin() ? NULL : plugin_problem; }
 #endif
 
 int kv_cuda_built(void) {

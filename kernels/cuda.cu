@@ -7,7 +7,11 @@
  * match the CPU backend to 1e-4.
  *
  * Every kernel here has its CPU counterpart in kernels/cpu.c and is held to
- * the same double-precision references in tests/kernel_checks.h. */
+ * the same double-precision references in tests/kernel_checks.h.
+ *
+ * Built as a plugin, bin/libkvcuda.so, that kernels/backend.c opens with
+ * dlopen only when a GPU is asked for: the tools start without loading
+ * cuBLAS and run where the CUDA libraries are missing. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -478,14 +482,15 @@ static void cu_destroy(kv_kernels *k) {
     free(k);
 }
 
-extern "C" int kv_cuda_device_count(void) {
+/* The plugin's two entry points (kernels/backend.c loads them with dlsym). */
+extern "C" int kv_cuda_plugin_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
     return n;
 }
 
-extern "C" kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
-    int count = kv_cuda_device_count();
+extern "C" kv_kernels *kv_cuda_plugin_open(int device, kv_error *err) {
+    int count = kv_cuda_plugin_device_count();
     if (count == 0) {
         kv_fail(err, "CUDA: no GPU found");
         return NULL;

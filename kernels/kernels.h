@@ -100,6 +100,8 @@ kv_kernels *kv_kernels_cpu(int threads, kv_error *err);
  * the build has no CUDA backend. */
 kv_kernels *kv_kernels_cuda(int device, kv_error *err);
 int kv_cuda_built(void);
+/* NULL when the CUDA plugin loads, else why not ("not built" without CUDA). */
+const char *kv_cuda_unavailable(void);
 int kv_cuda_device_count(void);
 /* "cpu", "cuda" or "auto" (the GPU when one is present and CUDA was built). */
 kv_kernels *kv_kernels_open(const char *device, int threads, kv_error *err);

@@ -211,6 +211,21 @@ r = run([KVTRACE, "devices"])
 lines = r.stdout.splitlines()
 c.check("kvtrace devices lists cpu and cuda", r.returncode == 0 and lines[:1] == ["cpu: available"]
         and len(lines) == 2 and lines[1].startswith("cuda: "), r.stdout + r.stderr)
+if len(lines) == 2 and "not built" not in lines[1]:
+    # the CUDA backend is a plugin: without it the tools still run, and say why a GPU is unavailable
+    env = dict(os.environ, KV_CUDA_PLUGIN=os.path.join(c.tmp.name, "missing", "libkvcuda.so"))
+    r = run([KVTRACE, "devices"], env=env)
+    c.check("kvtrace devices without the CUDA plugin names it",
+            r.returncode == 0 and "cuda: built, but unavailable: cannot load" in r.stdout and "missing" in r.stdout,
+            r.stdout + r.stderr)
+    nogpu = os.path.join(c.tmp.name, "nogpu.h5")
+    r = run([KVTRACE] + G + ["-o", nogpu, "--device", "cuda"], env=env)
+    c.check("--device cuda without the CUDA plugin: one-line error, no output",
+            r.returncode != 0 and r.stderr.startswith("kvtrace: CUDA backend unavailable: cannot load")
+            and r.stderr.count("\n") == 1 and not os.path.exists(nogpu) and not os.path.exists(nogpu + ".parts"),
+            r.stderr)
+    r = run([KVTRACE] + G + ["-o", nogpu, "--device", "cpu"], env=env)
+    c.check("--device cpu needs no CUDA plugin", r.returncode == 0, r.stderr)
 
 # without --model, the bundled model is used (found next to the program)
 out = os.path.join(c.tmp.name, "bundled.h5")

@@ -10,13 +10,13 @@
 #   python3 tests/test_parity_cuda.py; /tmp/kv/bin/tests/test_kernels_cuda; python3 bench/gpu_bench.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
-make -j"$(nproc)" CUDA=1 bin/kvtrace bin/tests/test_kernels_cuda bin/tests/test_kernels >/dev/null
+make -j"$(nproc)" CUDA=1 bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda bin/tests/test_kernels >/dev/null
 stage=.cache/gpu/stage
 rm -rf "$stage" && mkdir -p "$stage/bin/tests" "$stage/lib"
-cp bin/kvtrace "$stage/bin/"
+cp bin/kvtrace bin/libkvcuda.so "$stage/bin/"   # the CUDA plugin, found next to the program
 cp bin/tests/test_kernels_cuda bin/tests/test_kernels "$stage/bin/tests/"
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux.*|libgcc_s|libstdc\+\+|libcu.*|libcublas.*|libcudart.*)\.so'
-for lib in $(ldd bin/kvtrace bin/tests/test_kernels_cuda | awk '$3 ~ /^\// {print $3}' | sort -u); do
+for lib in $(ldd bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda | awk '$3 ~ /^\// {print $3}' | sort -u); do
     name=$(basename "$lib")
     [[ "$name" =~ $skip ]] && continue
     cp -L "$lib" "$stage/lib/$name"

@@ -531,6 +531,7 @@ done:
 static int devices_main(void) {
     printf("cpu: available\n");
     if (!kv_cuda_built()) printf("cuda: not built (nvcc was not found at build time, or CUDA=0)\n");
+    else if (kv_cuda_unavailable()) printf("cuda: built, but unavailable: %s\n", kv_cuda_unavailable());
     else if (kv_cuda_device_count() == 0) printf("cuda: built, no GPU found\n");
     else printf("cuda: built, %d GPU(s)\n", kv_cuda_device_count());
     return 0;
