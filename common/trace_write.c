@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
+#include <libdeflate.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,14 @@ typedef struct {
     char *file;                /* part file name inside the parts directory */
     int index;
 } done_prompt;
+
+/* One attn chunk waiting to be encoded and stored. */
+typedef struct {
+    int slot, head, row0;
+    float *rows;               /* [cr, N] float32, zero-padded */
+    unsigned char *out;        /* its stored bytes (shuffled + deflated, or plain) */
+    size_t out_len;
+} map_chunk;
 
 struct kv_trace_writer {
     kv_trace_meta meta;
@@ -36,7 +46,16 @@ struct kv_trace_writer {
     char *ptmp, *pname;
     char *pid;
     int n, wrows;
-    void *map_buf;             /* [KV_TRACE_MAP_BLOCK, N] f32 or f16 */
+    void *map_buf;             /* [KV_TRACE_MAP_BLOCK, N] f32 or f16, for blocks not aligned to chunks */
+    /* Full maps leave as whole chunks: queued, encoded on all threads
+     * (float16 conversion, shuffle, libdeflate) and stored with
+     * H5Dwrite_chunk, instead of HDF5 deflating them one at a time. */
+    size_t chunk_bytes;        /* stored chunk before compression: cr × N × element */
+    map_chunk *queue;          /* [cap_queue] */
+    int n_queue, cap_queue;
+    int enc_threads;
+    unsigned char **enc_tmp;   /* [enc_threads] one converted, shuffled chunk */
+    struct libdeflate_compressor **enc;   /* [enc_threads] */
 };
 
 /* ---- small HDF5 helpers ---------------------------------------------------- */
@@ -369,6 +388,120 @@ int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *e
     return rc ? kv_fail(err, "%s: cannot write /model/wo", w->parts) : 0;
 }
 
+/* ---- full maps: chunks encoded in parallel --------------------------------- */
+
+static void free_map_queue(kv_trace_writer *w) {
+    for (int i = 0; i < w->cap_queue; i++) {
+        free(w->queue[i].rows);
+        free(w->queue[i].out);
+    }
+    free(w->queue);
+    w->queue = NULL;
+    w->n_queue = w->cap_queue = 0;
+    for (int t = 0; t < w->enc_threads; t++) {
+        if (w->enc_tmp) free(w->enc_tmp[t]);
+        if (w->enc && w->enc[t]) libdeflate_free_compressor(w->enc[t]);
+    }
+    free(w->enc_tmp);
+    free(w->enc);
+    w->enc_tmp = NULL;
+    w->enc = NULL;
+    w->enc_threads = 0;
+}
+
+/* Chunks the queue holds: two per thread, or more small ones up to 16 MiB of
+ * float32 rows, so that short prompts do not start a parallel region every
+ * few chunks. */
+static int queue_capacity(int n, int threads) {
+    size_t cr = n < KV_TRACE_MAP_BLOCK ? (size_t)n : KV_TRACE_MAP_BLOCK, rows_bytes = cr * n * 4;
+    size_t cap = ((size_t)16 << 20) / rows_bytes, least = threads > 2 ? 2 * (size_t)threads : 4;
+    if (cap > 64) cap = 64;
+    return (int)(cap > least ? cap : least);
+}
+
+/* Bytes the queue takes for prompts of n tokens (for memory estimates). */
+size_t kv_trace_map_queue_bytes(int n, int f16, int threads) {
+    size_t cr = n < KV_TRACE_MAP_BLOCK ? (size_t)n : KV_TRACE_MAP_BLOCK, stored = cr * n * (f16 ? 2 : 4);
+    return (size_t)queue_capacity(n, threads) * (cr * n * 4 + stored + stored / 8 + 1024) + (size_t)threads * stored;
+}
+
+/* Sized for the prompt in flight; 0, or -1 when out of memory. */
+static int alloc_map_queue(kv_trace_writer *w) {
+    size_t N = (size_t)w->n, cr = N < KV_TRACE_MAP_BLOCK ? N : KV_TRACE_MAP_BLOCK;
+    int threads = omp_get_max_threads();
+    w->chunk_bytes = cr * N * (w->meta.maps_f16 ? 2 : 4);
+    size_t bound = libdeflate_zlib_compress_bound(NULL, w->chunk_bytes);
+    w->cap_queue = queue_capacity(w->n, threads);
+    w->queue = calloc((size_t)w->cap_queue, sizeof *w->queue);
+    w->enc_threads = threads;
+    w->enc_tmp = calloc((size_t)threads, sizeof *w->enc_tmp);
+    w->enc = calloc((size_t)threads, sizeof *w->enc);
+    if (!w->queue || !w->enc_tmp || !w->enc) return -1;
+    for (int i = 0; i < w->cap_queue; i++)
+        if (!(w->queue[i].rows = malloc(cr * N * sizeof(float))) ||
+            !(w->queue[i].out = malloc(bound > w->chunk_bytes ? bound : w->chunk_bytes)))
+            return -1;
+    for (int t = 0; t < threads; t++)
+        if (!(w->enc_tmp[t] = malloc(w->chunk_bytes)) || !(w->enc[t] = libdeflate_alloc_compressor(1))) return -1;
+    return 0;
+}
+
+/* HDF5's shuffle filter: byte k of every element into plane k. */
+static void shuffle_f32(unsigned char *dst, const float *src, size_t n) {
+    unsigned char *p0 = dst, *p1 = dst + n, *p2 = dst + 2 * n, *p3 = dst + 3 * n;
+    const uint32_t *u = (const uint32_t *)(const void *)src;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = u[i];
+        p0[i] = (unsigned char)x;
+        p1[i] = (unsigned char)(x >> 8);
+        p2[i] = (unsigned char)(x >> 16);
+        p3[i] = (unsigned char)(x >> 24);
+    }
+}
+
+/* Encodes the queued chunks on all threads, then stores them in order. */
+static int flush_map_queue(kv_trace_writer *w, kv_error *err) {
+    if (!w->n_queue) return 0;
+    size_t N = (size_t)w->n, cr = N < KV_TRACE_MAP_BLOCK ? N : KV_TRACE_MAP_BLOCK, ne = cr * N;
+    size_t bound = libdeflate_zlib_compress_bound(NULL, w->chunk_bytes);
+    int f16 = w->meta.maps_f16, deflate = w->meta.maps_deflate, failed = 0;
+    /* plain float32 is stored from c->rows as it is: nothing to encode */
+#pragma omp parallel num_threads(w->enc_threads) reduction(| : failed) if (f16 || deflate)
+    {
+        int t = omp_get_thread_num();
+        unsigned char *tmp = w->enc_tmp[t];
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < w->n_queue; i++) {
+            map_chunk *c = &w->queue[i];
+            /* plain storage needs no shuffle: convert straight into out */
+            unsigned char *dst = deflate ? tmp : c->out;
+            if (f16) {
+                uint16_t *h = (uint16_t *)(void *)(deflate ? c->out : dst); /* out as scratch when shuffling */
+                for (size_t k = 0; k < ne; k++) h[k] = kv_f32_to_f16(c->rows[k]);
+                if (deflate)
+                    for (size_t k = 0; k < ne; k++) dst[k] = (unsigned char)h[k], dst[ne + k] = (unsigned char)(h[k] >> 8);
+            } else if (deflate)
+                shuffle_f32(dst, c->rows, ne);
+            c->out_len = w->chunk_bytes;
+            if (deflate) {
+                c->out_len = libdeflate_zlib_compress(w->enc[t], tmp, w->chunk_bytes, c->out, bound);
+                failed |= c->out_len == 0;
+            }
+        }
+    }
+    int rc = failed ? kv_fail(err, "%s: cannot compress attention maps", w->ptmp) : 0;
+    for (int i = 0; !rc && i < w->n_queue; i++) {
+        const map_chunk *c = &w->queue[i];
+        hsize_t off[4] = {(hsize_t)c->slot, (hsize_t)c->head, (hsize_t)c->row0, 0};
+        const void *bytes = f16 || deflate ? (const void *)c->out : (const void *)c->rows;
+        if (H5Dwrite_chunk(w->d_attn, H5P_DEFAULT, 0, off, c->out_len, bytes) < 0)
+            rc = kv_fail(err, "%s: cannot write attention maps (disk full?)", w->ptmp);
+    }
+    w->n_queue = 0;
+    return rc;
+}
+
 /* Closes the prompt in flight; with discard its temporary file goes too. */
 static void close_prompt(kv_trace_writer *w, int discard) {
     hid_t *ids[] = {&w->d_colsum, &w->d_window, &w->d_values, &w->d_attn};
@@ -382,6 +515,7 @@ static void close_prompt(kv_trace_writer *w, int discard) {
     if (w->pfile >= 0) H5Fclose(w->pfile);
     w->pfile = -1;
     if (discard && w->ptmp) unlink(w->ptmp);
+    free_map_queue(w);
     free(w->map_buf);
     free(w->ptmp);
     free(w->pname);
@@ -444,7 +578,7 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
         w->d_attn = make_dataset(w->group, "attn", m->maps_f16 ? w->f16 : H5T_IEEE_F32LE, 4, a_dims, a_chunk,
                                  m->maps_deflate);
         w->map_buf = malloc(rows * N * (m->maps_f16 ? 2 : 4));
-        bad = w->d_attn < 0 || !w->map_buf;
+        bad = w->d_attn < 0 || !w->map_buf || alloc_map_queue(w);
     }
     if (bad) {
         close_prompt(w, 1);
@@ -470,7 +604,22 @@ int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, cons
 int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, int rows, const float *probs,
                              int n_keys, kv_error *err) {
     size_t N = (size_t)w->n;
-    int f16 = w->meta.maps_f16;
+    int f16 = w->meta.maps_f16, cr = w->n < KV_TRACE_MAP_BLOCK ? w->n : KV_TRACE_MAP_BLOCK;
+    if (row0 % cr == 0 && (rows % cr == 0 || row0 + rows == w->n)) { /* whole chunks: queue them */
+        for (int r = 0; r < rows; r += cr) {
+            int nr = rows - r < cr ? rows - r : cr;
+            map_chunk *c = &w->queue[w->n_queue++];
+            c->slot = slot, c->head = head, c->row0 = row0 + r;
+            for (int k = 0; k < nr; k++) {
+                float *dst = c->rows + (size_t)k * N;
+                memcpy(dst, probs + (size_t)(r + k) * n_keys, (size_t)n_keys * sizeof *dst);
+                memset(dst + n_keys, 0, (N - (size_t)n_keys) * sizeof *dst);
+            }
+            memset(c->rows + (size_t)nr * N, 0, (size_t)(cr - nr) * N * sizeof(float)); /* past the last row */
+            if (w->n_queue == w->cap_queue && flush_map_queue(w, err)) return -1;
+        }
+        return 0;
+    }
     for (int r = 0; r < rows; r++) {
         const float *src = probs + (size_t)r * n_keys;
         if (f16) {
@@ -497,6 +646,7 @@ int kv_trace_write_logits(kv_trace_writer *w, const float *logits, kv_error *err
 }
 
 int kv_trace_end_prompt(kv_trace_writer *w, kv_error *err) {
+    if (flush_map_queue(w, err)) return -1;
     char *fin = parts_file(w, w->pname);
     int index = w->n_done ? w->done[w->n_done - 1].index + 1 : 0;
     char *tmp = strdup(w->ptmp), *id = strdup(w->pid), *name = strdup(w->pname);

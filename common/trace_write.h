@@ -77,4 +77,8 @@ int kv_trace_remove_parts(const char *parts_dir);
 
 #define KV_TRACE_MAP_BLOCK 64   /* query rows per attn chunk */
 
+/* Host memory the writer's full-map chunk queue takes for prompts of n
+ * tokens when encoding on `threads` threads. */
+size_t kv_trace_map_queue_bytes(int n, int f16, int threads);
+
 #endif

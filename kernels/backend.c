@@ -5,6 +5,7 @@
  * on first use: cuBLAS is a few hundred MB of shared libraries that a CPU
  * run should neither load (it took 0.4 s at every start) nor need. */
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 
@@ -22,7 +23,6 @@ const char *kv_cuda_unavailable(void) { return "not built"; }
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #ifndef KV_CUDA_PLUGIN
 #define KV_CUDA_PLUGIN "libkvcuda.so"
@@ -95,11 +95,18 @@ int kv_cuda_built(void) {
 #endif
 }
 
+/* Whether an NVIDIA driver is there at all (its device nodes; /dev/dxg on
+ * WSL), checked before `auto` loads the plugin and cuBLAS for nothing. */
+static int nvidia_driver_present(void) {
+    return !access("/dev/nvidiactl", F_OK) || !access("/proc/driver/nvidia/version", F_OK) || !access("/dev/dxg", F_OK);
+}
+
 kv_kernels *kv_kernels_open(const char *device, int threads, kv_error *err) {
     if (!strcmp(device, "cpu")) return kv_kernels_cpu(threads, err);
     if (!strcmp(device, "cuda")) return kv_kernels_cuda(0, err);
     if (!strcmp(device, "auto"))
-        return kv_cuda_built() && kv_cuda_device_count() > 0 ? kv_kernels_cuda(0, err) : kv_kernels_cpu(threads, err);
+        return kv_cuda_built() && nvidia_driver_present() && kv_cuda_device_count() > 0 ? kv_kernels_cuda(0, err)
+                                                                                         : kv_kernels_cpu(threads, err);
     kv_fail(err, "--device '%s': expected auto, cpu or cuda", device);
     return NULL;
 }

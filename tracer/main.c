@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,7 +254,8 @@ typedef struct {
 } trace_ctx;
 
 /* Host memory a CPU run needs: float32 weights plus the activations of the
- * longest prompt (tracer/forward.c), against MemAvailable or --max-memory. */
+ * longest prompt (tracer/forward.c) and, with full maps, the writer's chunk
+ * queue, against MemAvailable or --max-memory. */
 static int check_memory(const kv_config *c, const kv_prompt_set *ps, const options *o, const kv_kernels *k,
                         kv_error *err) {
     if (strcmp(k->name, "cpu")) return 0; /* the GPU backend reports failed device allocations itself */
@@ -263,7 +265,8 @@ static int check_memory(const kv_config *c, const kv_prompt_set *ps, const optio
            KVD = (double)c->n_kv_heads * c->head_dim;
     double params = c->vocab_size * D * (c->tie_word_embeddings ? 1 : 2) +
                     c->n_layers * (D * (QD + 2 * KVD) + QD * D + 3 * D * I + 2 * D);
-    double need = params * 4 + (double)kv_forward_bytes(c, longest, o->window);
+    double need = params * 4 + (double)kv_forward_bytes(c, longest, o->window) +
+                  (o->full_maps ? (double)kv_trace_map_queue_bytes(longest, o->maps_f16, omp_get_max_threads()) : 0);
     double avail = o->max_memory;
     const char *source = "--max-memory";
     if (avail <= 0) {
