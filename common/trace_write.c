@@ -460,29 +460,28 @@ static void shuffle_f32(unsigned char *dst, const float *src, size_t n) {
     }
 }
 
-/* Encodes the queued chunks on all threads, then stores them in order. */
+/* Encodes the queued chunks (float16 and/or shuffle + deflate) on all
+ * threads, then stores them in order. */
 static int flush_map_queue(kv_trace_writer *w, kv_error *err) {
     if (!w->n_queue) return 0;
     size_t N = (size_t)w->n, cr = N < KV_TRACE_MAP_BLOCK ? N : KV_TRACE_MAP_BLOCK, ne = cr * N;
     size_t bound = libdeflate_zlib_compress_bound(NULL, w->chunk_bytes);
     int f16 = w->meta.maps_f16, deflate = w->meta.maps_deflate, failed = 0;
-    /* plain float32 is stored from c->rows as it is: nothing to encode */
-#pragma omp parallel num_threads(w->enc_threads) reduction(| : failed) if (f16 || deflate)
+#pragma omp parallel num_threads(w->enc_threads) reduction(| : failed)
     {
         int t = omp_get_thread_num();
         unsigned char *tmp = w->enc_tmp[t];
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < w->n_queue; i++) {
             map_chunk *c = &w->queue[i];
-            /* plain storage needs no shuffle: convert straight into out */
-            unsigned char *dst = deflate ? tmp : c->out;
-            if (f16) {
-                uint16_t *h = (uint16_t *)(void *)(deflate ? c->out : dst); /* out as scratch when shuffling */
+            /* queued chunks are float16 or deflated (or both) */
+            if (f16) { /* into out: the stored bytes, or scratch before the shuffle */
+                uint16_t *h = (uint16_t *)(void *)c->out;
                 for (size_t k = 0; k < ne; k++) h[k] = kv_f32_to_f16(c->rows[k]);
                 if (deflate)
-                    for (size_t k = 0; k < ne; k++) dst[k] = (unsigned char)h[k], dst[ne + k] = (unsigned char)(h[k] >> 8);
-            } else if (deflate)
-                shuffle_f32(dst, c->rows, ne);
+                    for (size_t k = 0; k < ne; k++) tmp[k] = (unsigned char)h[k], tmp[ne + k] = (unsigned char)(h[k] >> 8);
+            } else
+                shuffle_f32(tmp, c->rows, ne);
             c->out_len = w->chunk_bytes;
             if (deflate) {
                 c->out_len = libdeflate_zlib_compress(w->enc[t], tmp, w->chunk_bytes, c->out, bound);
@@ -494,8 +493,7 @@ static int flush_map_queue(kv_trace_writer *w, kv_error *err) {
     for (int i = 0; !rc && i < w->n_queue; i++) {
         const map_chunk *c = &w->queue[i];
         hsize_t off[4] = {(hsize_t)c->slot, (hsize_t)c->head, (hsize_t)c->row0, 0};
-        const void *bytes = f16 || deflate ? (const void *)c->out : (const void *)c->rows;
-        if (H5Dwrite_chunk(w->d_attn, H5P_DEFAULT, 0, off, c->out_len, bytes) < 0)
+        if (H5Dwrite_chunk(w->d_attn, H5P_DEFAULT, 0, off, c->out_len, c->out) < 0)
             rc = kv_fail(err, "%s: cannot write attention maps (disk full?)", w->ptmp);
     }
     w->n_queue = 0;
@@ -578,7 +576,7 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
         w->d_attn = make_dataset(w->group, "attn", m->maps_f16 ? w->f16 : H5T_IEEE_F32LE, 4, a_dims, a_chunk,
                                  m->maps_deflate);
         w->map_buf = malloc(rows * N * (m->maps_f16 ? 2 : 4));
-        bad = w->d_attn < 0 || !w->map_buf || alloc_map_queue(w);
+        bad = w->d_attn < 0 || !w->map_buf || ((m->maps_f16 || m->maps_deflate) && alloc_map_queue(w));
     }
     if (bad) {
         close_prompt(w, 1);
@@ -605,7 +603,10 @@ int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, i
                              int n_keys, kv_error *err) {
     size_t N = (size_t)w->n;
     int f16 = w->meta.maps_f16, cr = w->n < KV_TRACE_MAP_BLOCK ? w->n : KV_TRACE_MAP_BLOCK;
-    if (row0 % cr == 0 && (rows % cr == 0 || row0 + rows == w->n)) { /* whole chunks: queue them */
+    /* whole chunks that need encoding are queued; plain float32 has nothing
+     * to encode and goes through HDF5's chunk cache */
+    int aligned = row0 % cr == 0 && (rows % cr == 0 || row0 + rows == w->n);
+    if (aligned && (f16 || w->meta.maps_deflate)) {
         for (int r = 0; r < rows; r += cr) {
             int nr = rows - r < cr ? rows - r : cr;
             map_chunk *c = &w->queue[w->n_queue++];
