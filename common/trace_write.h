@@ -27,7 +27,7 @@ typedef struct {
     int window;                /* W */
     int full_maps;             /* write attn */
     int maps_f16;              /* attn as float16 instead of float32 */
-    int maps_deflate;          /* attn chunks shuffled + deflated (else stored raw: larger, ~10x faster to read) */
+    int maps_deflate;          /* attn chunks shuffled + deflated (else stored raw: twice the size, faster to read) */
 } kv_trace_meta;
 
 typedef struct {
