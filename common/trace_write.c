@@ -621,21 +621,26 @@ int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, i
         }
         return 0;
     }
-    for (int r = 0; r < rows; r++) {
-        const float *src = probs + (size_t)r * n_keys;
-        if (f16) {
-            uint16_t *dst = (uint16_t *)w->map_buf + r * N;
-            for (int j = 0; j < n_keys; j++) dst[j] = kv_f32_to_f16(src[j]);
-            memset(dst + n_keys, 0, (N - n_keys) * 2);
-        } else {
-            float *dst = (float *)w->map_buf + r * N;
-            memcpy(dst, src, (size_t)n_keys * 4);
-            memset(dst + n_keys, 0, (N - n_keys) * 4);
+    /* through map_buf, at most KV_TRACE_MAP_BLOCK rows at a time (the GPU
+     * hands over 256-row blocks) */
+    for (int b0 = 0; b0 < rows; b0 += cr) {
+        int nb = rows - b0 < cr ? rows - b0 : cr;
+        for (int r = 0; r < nb; r++) {
+            const float *src = probs + (size_t)(b0 + r) * n_keys;
+            if (f16) {
+                uint16_t *dst = (uint16_t *)w->map_buf + r * N;
+                for (int j = 0; j < n_keys; j++) dst[j] = kv_f32_to_f16(src[j]);
+                memset(dst + n_keys, 0, (N - n_keys) * 2);
+            } else {
+                float *dst = (float *)w->map_buf + r * N;
+                memcpy(dst, src, (size_t)n_keys * 4);
+                memset(dst + n_keys, 0, (N - n_keys) * 4);
+            }
         }
+        hsize_t start[4] = {(hsize_t)slot, (hsize_t)head, (hsize_t)(row0 + b0), 0}, count[4] = {1, 1, (hsize_t)nb, N};
+        if (write_block(w->d_attn, f16 ? w->f16 : H5T_NATIVE_FLOAT, 4, start, count, w->map_buf))
+            return kv_fail(err, "%s: cannot write attention maps (disk full?)", w->ptmp);
     }
-    hsize_t start[4] = {(hsize_t)slot, (hsize_t)head, (hsize_t)row0, 0}, count[4] = {1, 1, (hsize_t)rows, N};
-    if (write_block(w->d_attn, f16 ? w->f16 : H5T_NATIVE_FLOAT, 4, start, count, w->map_buf))
-        return kv_fail(err, "%s: cannot write attention maps (disk full?)", w->ptmp);
     return 0;
 }
 
