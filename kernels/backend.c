@@ -17,6 +17,11 @@ kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
     return NULL;
 }
 const char *kv_cuda_unavailable(void) { return "not built"; }
+double kv_cuda_peer_gemm_seconds(int device, int n, int out, int in, int dtype, int reps, kv_error *err) {
+    (void)device, (void)n, (void)out, (void)in, (void)dtype, (void)reps;
+    kv_fail(err, "this build has no CUDA backend");
+    return -1;
+}
 #else
 #include <dlfcn.h>
 #include <libgen.h>
@@ -32,6 +37,7 @@ static int plugin_tried;
 static char plugin_problem[1024];
 static kv_kernels *(*plugin_open)(int device, kv_error *err);
 static int (*plugin_device_count)(void);
+static double (*plugin_peer_gemm)(int device, int n, int out, int in, int dtype, int reps, kv_error *err);
 
 /* Tries $KV_CUDA_PLUGIN, then libkvcuda.so next to the executable and one
  * folder up (bin/tests/), then where the build put it. */
@@ -66,7 +72,8 @@ static int load_plugin(void) {
     }
     *(void **)&plugin_open = dlsym(h, "kv_cuda_plugin_open");
     *(void **)&plugin_device_count = dlsym(h, "kv_cuda_plugin_device_count");
-    if (!plugin_open || !plugin_device_count) {
+    *(void **)&plugin_peer_gemm = dlsym(h, "kv_cuda_plugin_peer_gemm");
+    if (!plugin_open || !plugin_device_count || !plugin_peer_gemm) {
         snprintf(plugin_problem, sizeof plugin_problem, "the CUDA plugin lacks its entry points");
         plugin_open = NULL;
         return 0;
@@ -85,6 +92,14 @@ kv_kernels *kv_kernels_cuda(int device, kv_error *err) {
 }
 
 const char *kv_cuda_unavailable(void) { return load_plugin() ? NULL : plugin_problem; }
+
+double kv_cuda_peer_gemm_seconds(int device, int n, int out, int in, int dtype, int reps, kv_error *err) {
+    if (!load_plugin()) {
+        kv_fail(err, "CUDA backend unavailable: %s", plugin_problem);
+        return -1;
+    }
+    return plugin_peer_gemm(device, n, out, in, dtype, reps, err);
+}
 #endif
 
 int kv_cuda_built(void) {

@@ -482,7 +482,64 @@ static void cu_destroy(kv_kernels *k) {
     free(k);
 }
 
-/* The plugin's two entry points (kernels/backend.c loads them with dlsym). */
+/* The peer for the projections' benchmark (bench/bench_gpu_proj.c): seconds
+ * per cuBLAS product of the same shape and types as cu_matmul's, with the
+ * activations already in 16 bits (F16/BF16) and nothing else around it:
+ * y[n, out] = x[n, in] · Wᵀ, float32 accumulation (float32 throughout for
+ * KV_F32, TF32 off). The median over reps batches of KV_PEER_BATCH calls
+ * (after one warm-up batch), per call. */
+extern "C" double kv_cuda_plugin_peer_gemm(int device, int n, int out, int in, int dtype, int reps, kv_error *err) {
+    if (cudaSetDevice(device) != cudaSuccess) return kv_fail(err, "CUDA: cannot use GPU %d", device), -1.0;
+    size_t esz = dtype == KV_F32 ? 4 : 2;
+    void *w = NULL, *x = NULL;
+    float *y = NULL;
+    cublasHandle_t h = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    double result = -1;
+    float *ms = (float *)calloc((size_t)reps, sizeof *ms);
+    if (!ms || cudaMalloc(&w, (size_t)out * in * esz) != cudaSuccess ||
+        cudaMalloc(&x, (size_t)n * in * esz) != cudaSuccess || cudaMalloc((void **)&y, (size_t)n * out * 4) != cudaSuccess ||
+        cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cudaEventCreate(&e0) != cudaSuccess ||
+        cudaEventCreate(&e1) != cudaSuccess) {
+        kv_fail(err, "CUDA: cannot set up the peer product (%d x %d x %d)", n, out, in);
+        goto done;
+    }
+    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    cudaMemset(w, 0, (size_t)out * in * esz);
+    cudaMemset(x, 0, (size_t)n * in * esz);
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        const float one = 1.0f, zero = 0.0f;
+        cudaDataType_t t = dtype == KV_F32 ? CUDA_R_32F : dtype == KV_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+        cudaEventRecord(e0, 0);
+        for (int b = 0; b < KV_PEER_BATCH && st == CUBLAS_STATUS_SUCCESS; b++)
+            st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, w, t, in, x, t, in, &zero, y, CUDA_R_32F,
+                              out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cudaEventRecord(e1, 0);
+        if (st != CUBLAS_STATUS_SUCCESS || cudaEventSynchronize(e1) != cudaSuccess) {
+            kv_fail(err, "cuBLAS: the peer product failed (%d x %d x %d)", n, out, in);
+            goto done;
+        }
+        if (r >= 0) cudaEventElapsedTime(&ms[r], e0, e1);
+    }
+    for (int i = 1; i < reps; i++) /* insertion sort: reps is small */
+        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+            float t = ms[j];
+            ms[j] = ms[j - 1], ms[j - 1] = t;
+        }
+    result = ms[reps / 2] * 1e-3 / KV_PEER_BATCH;
+done:
+    free(ms);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (h) cublasDestroy(h);
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(y);
+    return result;
+}
+
+/* The plugin's entry points for the tracer (kernels/backend.c loads them with dlsym). */
 extern "C" int kv_cuda_plugin_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;

@@ -103,6 +103,12 @@ int kv_cuda_built(void);
 /* NULL when the CUDA plugin loads, else why not ("not built" without CUDA). */
 const char *kv_cuda_unavailable(void);
 int kv_cuda_device_count(void);
+/* For bench/bench_gpu_proj.c: seconds per plain cuBLAS product y[n, out] =
+ * x[n, in]·Wᵀ in the types kv_kernels' matmul uses for weights of `dtype`
+ * (median over reps batches of KV_PEER_BATCH back-to-back calls); -1 with
+ * err filled on failure. */
+#define KV_PEER_BATCH 20
+double kv_cuda_peer_gemm_seconds(int device, int n, int out, int in, int dtype, int reps, kv_error *err);
 /* "cpu", "cuda" or "auto" (the GPU when one is present and CUDA was built). */
 kv_kernels *kv_kernels_open(const char *device, int threads, kv_error *err);
 

@@ -7,14 +7,16 @@
 # On the GPU machine:
 #   mkdir -p /tmp/kv && tar xJf .cache/gpu/bundle.tar.xz -C /tmp/kv
 #   export LD_LIBRARY_PATH=/tmp/kv/lib:/usr/local/cuda/lib64 KVTRACE=/tmp/kv/bin/kvtrace
-#   python3 tests/test_parity_cuda.py; /tmp/kv/bin/tests/test_kernels_cuda; python3 bench/gpu_bench.py
+#   bash tools/gpu-session.sh        (every GPU check and benchmark, logs in $OUT or /tmp/kvgpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-make -j"$(nproc)" CUDA=1 bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda bin/tests/test_kernels >/dev/null
+make -j"$(nproc)" CUDA=1 bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda bin/tests/test_kernels \
+    bin/bench/bench_gpu_proj >/dev/null
 stage=.cache/gpu/stage
-rm -rf "$stage" && mkdir -p "$stage/bin/tests" "$stage/lib"
+rm -rf "$stage" && mkdir -p "$stage/bin/tests" "$stage/bin/bench" "$stage/lib"
 cp bin/kvtrace bin/libkvcuda.so "$stage/bin/"   # the CUDA plugin, found next to the program
 cp bin/tests/test_kernels_cuda bin/tests/test_kernels "$stage/bin/tests/"
+cp bin/bench/bench_gpu_proj "$stage/bin/bench/"
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux.*|libgcc_s|libstdc\+\+|libcu.*|libcublas.*|libcudart.*)\.so'
 for lib in $(ldd bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda | awk '$3 ~ /^\// {print $3}' | sort -u); do
     name=$(basename "$lib")
