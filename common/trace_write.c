@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     int slot, head, row0;
     float *rows;               /* [cr, N] float32, zero-padded */
-    unsigned char *out;        /* its stored bytes (shuffled + deflated, or plain) */
+    unsigned char *out;        /* its stored bytes: shuffled + deflated, or plain float16 */
     size_t out_len;
 } map_chunk;
 
@@ -391,7 +391,7 @@ int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *e
 /* ---- full maps: chunks encoded in parallel --------------------------------- */
 
 static void free_map_queue(kv_trace_writer *w) {
-    for (int i = 0; i < w->cap_queue; i++) {
+    for (int i = 0; w->queue && i < w->cap_queue; i++) {
         free(w->queue[i].rows);
         free(w->queue[i].out);
     }
