@@ -77,7 +77,7 @@ static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
  * accumulators, added up once the group's rows are all seen. */
 typedef struct {
     kv_fastgen_head *heads; /* [G + 1] */
-    int G, N, gqa_max, threads;
+    int G, N, gqa_max;
     float *comb;  /* [threads, N] one combined row */
     double *acc;  /* [threads, G + 1, 4] kept mass per rung */
     int *used;    /* [threads, G + 1] rows in the mean */
@@ -119,7 +119,7 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     int ntask = H + KVH, nt = omp_get_max_threads();
     int rows_all = p->has_attn, row0 = rows_all ? 0 : N - Wp, nrows = rows_all ? N : Wp;
     size_t n = (size_t)nrows * N;
-    fg_group grp = {.G = G, .N = N, .gqa_max = o->gqa_max, .threads = nt};
+    fg_group grp = {.G = G, .N = N, .gqa_max = o->gqa_max};
     kv_fastgen_result *res = kv_calloc((size_t)ntask, sizeof *res, err);
     int *cls = kv_malloc((size_t)N * sizeof *cls, err);
     float *ccs = kv_malloc((size_t)N * sizeof *ccs, err);
