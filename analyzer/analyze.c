@@ -49,7 +49,6 @@ typedef struct {
     kv_outset out;
     kv_agg agg;
     /* per-layer buffers */
-    float *maps;     /* [H, rows, N] attn (or aliases win) */
     float *win;      /* [H, W', N] */
     float *colsum;   /* [H, N] */
     float *values;   /* [KVH, N, hd] */
@@ -60,7 +59,21 @@ typedef struct {
     uint8_t *keep;   /* [KVH*N] */
     int *counts;     /* [KVH] */
     double t_read, t_fastgen, t_adakv, t_conc; /* seconds, for --timings (fastgen includes streaming attn) */
+    /* progress (o->progress): prompts done before the one in flight, of n_prompts */
+    int prompts_done, n_prompts, progress_shown;
+    double t_start;
 } kv_run;
+
+/* One line on stderr, rewritten after every layer: where the run is, its
+ * rate and the time left (by prompts and layers done). */
+static void show_progress(kv_run *R, const kv_prompt *p, int li) {
+    double el = omp_get_wtime() - R->t_start;
+    double frac = (R->prompts_done + (li + 1.0) / R->t->L) / R->n_prompts, left = frac > 0 ? el / frac - el : 0;
+    fprintf(stderr, "\rkvanalyze: prompt %d/%d (%s, %d tokens) layer %d/%d  %.0f s, about %.0f s left   ",
+            R->prompts_done + 1, R->n_prompts, p->id, p->n_tokens, li + 1, R->t->L, el, left);
+    fflush(stderr);
+    R->progress_shown = 1;
+}
 
 static int ensure(void **p, size_t *cap, size_t need, kv_error *err) {
     if (need <= *cap) return 0;
@@ -332,6 +345,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         if (!rc) concentration_layer(R, p, li);
         double t4 = omp_get_wtime();
         R->t_read += t1 - t0, R->t_fastgen += t2 - t1, R->t_adakv += t3 - t2, R->t_conc += t4 - t3;
+        if (!rc && R->o->progress) show_progress(R, p, li);
     }
     free(win);
     free(cs);
@@ -638,11 +652,15 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
             "prompt,layer,scorer,allocation,pyramid,budget,eval,bound,bound_per_head,actual_l1,relative_l1,kept_mass\n");
     fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget\n");
     fprintf(R.out.f[OUT_CONC].fp, "prompt,layer,head,percent,positions,mass\n");
-    for (int i = 0; i < nids; i++)
+    R.n_prompts = nids;
+    R.t_start = omp_get_wtime();
+    for (int i = 0; i < nids; i++, R.prompts_done++)
         if (run_prompt(&R, ids[i], err)) {
             kv_outset_abort(&R.out);
             goto done;
         }
+    if (R.progress_shown) fputc('\n', stderr);
+    R.progress_shown = 0;
     if (write_policies(&R, ids, nids, err, kept_total) || write_budgets_json(&R, ids, nids, err)) {
         kv_outset_abort(&R.out);
         goto done;
@@ -654,6 +672,7 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
                 R.t_read, R.t_fastgen, R.t_adakv, R.t_conc);
     rc = 0;
 done:
+    if (R.progress_shown) fputc('\n', stderr); /* the progress line ends before any message */
     free(kept_total);
     agg_free(&R.agg);
     kv_trace_close(t);

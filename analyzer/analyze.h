@@ -28,6 +28,7 @@ typedef struct {
     int n_prompts;
     int force;
     int timings; /* print per-phase wall times to stderr */
+    int progress; /* a progress line on stderr after every layer (kvanalyze: when stderr is a terminal) */
     double max_memory; /* bytes the run may use; 0: what the system has available */
 } kv_analyze_opts;
 

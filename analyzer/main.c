@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "analyzer/analyze.h"
 #include "analyzer/check.h"
@@ -251,6 +252,7 @@ int main(int argc, char **argv) {
         openblas_set_num_threads(threads);
     }
     kv_error err = {{0}};
+    o.progress = isatty(2);
     if (kv_analyze(&o, stdout, &err)) {
         fprintf(stderr, "kvanalyze: %s\n", err.msg);
         return 1;

@@ -71,5 +71,28 @@ for variant, targs in cases:
     print(f"{'ok  ' if not bad else 'FAIL'} {variant} {' '.join(targs) or '(window only)'}: "
           f"{len(ref['fastgen']) + len(ref['loss'])} rows, {bad} mismatches")
     fail += bad > 0
+
+# progress: a line per layer on stderr when it is a terminal, nothing in the summary on stdout
+import pty  # noqa: E402
+from common import TOOL  # noqa: E402
+master, slave = pty.openpty()
+out = os.path.join(d, "progress")
+p = subprocess.run([TOOL, trace, "-o", out], stdout=subprocess.PIPE, stderr=slave, text=True)
+os.close(slave)
+tty = b""
+while True:
+    try:
+        chunk = os.read(master, 65536)
+    except OSError:  # EIO: the other side is closed
+        break
+    if not chunk:
+        break
+    tty += chunk
+os.close(master)
+tty = tty.decode()
+ok = (p.returncode == 0 and "\rkvanalyze: prompt 1/" in tty and " left" in tty and tty.rstrip().endswith("left")
+      and "kvanalyze: prompt" not in p.stdout and "FastGen policies" in p.stdout)
+print(f"{'ok  ' if ok else 'FAIL'} progress line on a terminal: {tty.strip()[-90:]!r}")
+fail += not ok
 shutil.rmtree(d)
 sys.exit(1 if fail else 0)
