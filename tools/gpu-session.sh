@@ -10,6 +10,7 @@ OUT=${OUT:-/tmp/kvgpu}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$KV/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KVTRACE="$KV/bin/kvtrace"
+export PATH="$PATH:/usr/local/cuda/bin"   # compute-sanitizer, for the parity step's memcheck
 summary=()
 step() { # name, command...
     local name=$1
