@@ -28,8 +28,8 @@ step() { # name, command...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 step devices "$KVTRACE" devices
 step kernels "$KV/bin/tests/test_kernels_cuda"
-step parity python3 tests/test_parity_cuda.py
+step parity "${PY:-python3}" tests/test_parity_cuda.py
 step projections "$KV/bin/bench/bench_gpu_proj" 1024 4096
-step gpu_bench python3 bench/gpu_bench.py --out "$OUT/bench"
+step gpu_bench "${PY:-python3}" bench/gpu_bench.py --out "$OUT/bench"
 echo
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
