@@ -3,7 +3,9 @@
 # time budget (docs/gpu.md). Run from the repository root after
 #   mkdir -p /tmp/kv && tar xJf .cache/gpu/bundle.tar.xz -C /tmp/kv
 # Each step's output goes to $OUT/<step>.log (OUT defaults to /tmp/kvgpu);
-# the summary at the end says which passed, failed or were skipped.
+# the summary at the end says which passed, failed or were skipped. PY is the
+# Python with numpy, h5py, torch and transformers (default python3); KV is
+# where the bundle was unpacked (default /tmp/kv).
 set -u
 KV=${KV:-/tmp/kv}
 OUT=${OUT:-/tmp/kvgpu}
