@@ -94,7 +94,7 @@ $(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h common/dtype.h common
 # the plugin carries its own copies of the two small C modules it calls
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -I. -c $< -o $@
+	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -I. -MMD -MP -c $< -o $@
 
 $(CUDA_PLUGIN): $(BUILD)/kernels/cuda.o $(BUILD)/pic/common/error.o $(BUILD)/pic/common/dtype.o
 	@mkdir -p $(dir $@)
@@ -165,4 +165,4 @@ clean:
 	rm -rf $(BUILD) build-fuzz bin
 
 -include $(LIBOBJ:.o=.d) $(BUILD)/tracer/main.d $(BUILD)/analyzer/main.d $(BUILD)/plots/main.d \
-         $(wildcard $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d $(BUILD)/bench/*.d)
+         $(wildcard $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d $(BUILD)/bench/*.d $(BUILD)/pic/common/*.d)
