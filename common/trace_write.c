@@ -151,7 +151,7 @@ static int write_root_attrs(hid_t root, const kv_trace_meta *m) {
     return attr_str(root, "format", KV_TRACE_FORMAT) || attr_int(root, "format_version", KV_TRACE_FORMAT_VERSION) ||
                    attr_str(root, "model", m->model_name) || attr_str(root, "config_json", m->config_json) ||
                    attr_str(root, "created_by", m->created_by) || attr_int(root, "window", m->window) ||
-                   attr_int(root, "full_maps", m->full_maps)
+                   attr_str(root, "rope_precision", m->rope_precision) || attr_int(root, "full_maps", m->full_maps)
                ? -1
                : 0;
 }
@@ -161,7 +161,8 @@ static char *settings_of(const kv_trace_meta *m) {
     size_t cap = 256 + (size_t)m->n_traced * 12;
     char *s = malloc(cap);
     if (!s) return NULL;
-    int k = snprintf(s, cap, "model %s, window %d, full maps %s, layers ", m->model_name, m->window,
+    int k = snprintf(s, cap, "model %s, window %d, rope %s, full maps %s, layers ", m->model_name, m->window,
+                     m->rope_precision,
                      !m->full_maps ? "no" : m->maps_f16 ? (m->maps_deflate ? "f16 deflate" : "f16 raw")
                                                          : (m->maps_deflate ? "f32 deflate" : "f32 raw"));
     for (int i = 0; i < m->n_traced && k < (int)cap - 12; i++) k += snprintf(s + k, cap - k, i ? ",%d" : "%d", m->layers[i]);

@@ -25,6 +25,7 @@ typedef struct {
     const int *layers;         /* [n_traced] model layer of each traced slot */
     int n_traced;
     int window;                /* W */
+    const char *rope_precision; /* "f32" (as transformers) or "f64" */
     int full_maps;             /* write attn */
     int maps_f16;              /* attn as float16 instead of float32 */
     int maps_deflate;          /* attn chunks shuffled + deflated (else stored raw: twice the size, faster to read) */

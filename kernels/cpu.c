@@ -169,14 +169,14 @@ static void attn_block(float *out, const float *q, const float *kk, const float 
         float m = -INFINITY;
 #pragma omp simd reduction(max : m)
         for (int j = lo; j <= i; j++) m = pr[j] > m ? pr[j] : m;
-        float sum = 0;
+        double sum = 0;
 #pragma omp simd reduction(+ : sum)
         for (int j = lo; j <= i; j++) {
             float e = softmax_exp(pr[j] - m);
             pr[j] = e;
             sum += e;
         }
-        float inv = 1.0f / sum;
+        float inv = (float)(1.0 / sum);
 #pragma omp simd
         for (int j = lo; j <= i; j++) pr[j] *= inv;
         for (int j = 0; j < lo; j++) pr[j] = 0;

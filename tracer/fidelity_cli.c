@@ -25,6 +25,7 @@ typedef struct {
     int n_specs;
     kv_fidelity_params p;
     int threads, force, timings;
+    kv_rope_precision rope_precision;
     const char *special_texts[MAX_SPECIAL_TEXTS];
     int n_special_texts;
 } fid_options;
@@ -33,7 +34,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace fidelity --model DIR --prompts FILE --spec SPEC [--spec SPEC ...] -o fidelity.csv\n"
             "                        [--continuation Q] [--layer L] [--obs-window W] [--device auto|cpu|cuda]\n"
-            "                        [--threads N] [--special-text STR]... [--timings] [--force]\n"
+            "                        [--threads N] [--special-text STR]... [--rope-precision f32|f64] [--timings] [--force]\n"
             "\n"
             "How far a KV-cache compression setting moves the model's own next-token predictions: each prompt's\n"
             "last Q tokens are predicted once with the full cache and once with every KV head keeping only its\n"
@@ -46,6 +47,7 @@ static void usage(FILE *f) {
             "  --layer L           compress layer L only (default: every layer)\n"
             "  --obs-window W      Ada-KV's observation window, always kept, inside B (default 32)\n"
             "  --special-text STR  flag STR in the token stream as special for FastGen (repeatable)\n"
+            "  --rope-precision P  f32 (default: RoPE rounded as transformers rounds it) or f64 (kvtrace --help)\n"
             "  --timings           also time a plain forward pass before each compressed one; times to stderr\n"
             "  --force             overwrite an existing output file\n");
 }
@@ -58,7 +60,8 @@ static int parse_options(int argc, char **argv, fid_options *o) {
         {"obs-window", required_argument, 0, 'w'},   {"device", required_argument, 0, 'D'},
         {"threads", required_argument, 0, 't'},      {"special-text", required_argument, 0, 'S'},
         {"timings", no_argument, 0, 'T'},            {"force", no_argument, 0, 'f'},
-        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},               {"rope-precision", required_argument, 0, 'r'},
+        {0, 0, 0, 0},
     };
     *o = (fid_options){.out_path = "fidelity.csv", .device = "auto",
                        .p = {.continuation = 64, .layer = -1, .obs_window = 32}};
@@ -114,6 +117,12 @@ static int parse_options(int argc, char **argv, fid_options *o) {
                 return 2;
             }
             o->threads = (int)v;
+            break;
+        case 'r':
+            if (kv_rope_precision_parse(optarg, &o->rope_precision)) {
+                fprintf(stderr, "kvtrace fidelity: --rope-precision '%s': expected f32 or f64\n", optarg);
+                return 2;
+            }
             break;
         case 'S':
             if (o->n_special_texts == MAX_SPECIAL_TEXTS || !optarg[0]) {
@@ -184,12 +193,7 @@ static int token_flags(const kv_tokenizer *tok, const kv_config *c, const kv_pro
                        uint8_t *flags, kv_error *err) {
     memset(flags, 0, q->n_ids);
     if (!tok) return 0;
-    int32_t extra[3];
-    size_t n_extra = 0;
-    if (c->bos_id >= 0) extra[n_extra++] = c->bos_id;
-    if (c->eos_id >= 0) extra[n_extra++] = c->eos_id;
-    if (c->pad_id >= 0) extra[n_extra++] = c->pad_id;
-    return kv_tokenizer_token_info(tok, q->ids, q->n_ids, extra, n_extra, o->special_texts, o->n_special_texts, NULL,
+    return kv_tokenizer_token_info(tok, q->ids, q->n_ids, c->special_ids, (size_t)c->n_special_ids, o->special_texts, o->n_special_texts, NULL,
                                    flags, err);
 }
 
@@ -246,6 +250,7 @@ static int run(const fid_options *o) {
     int min_tokens = kv_fidelity_min_tokens(specs, n_specs, &o->p);
     if (prepare_prompts(&ps, tok, tok_path, &cfg, min_tokens, &o->p, &err)) goto fail;
     if (!(k = kv_kernels_open(o->device, o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    m.rope_precision = o->rope_precision;
     const kv_config *c = &m.cfg;
     int longest = 0;
     for (int i = 0; i < ps.n; i++) longest = ps.items[i].n_ids > longest ? ps.items[i].n_ids : longest;

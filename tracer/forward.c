@@ -37,8 +37,9 @@ size_t kv_forward_bytes(const kv_config *c, int n, int window) {
 }
 
 static void free_state(kv_kernels *k, run_state *s) {
-    void **bufs = (void **)s;
-    for (size_t i = 0; i < sizeof *s / sizeof(void *); i++)
+    void *bufs[] = {s->x,    s->xn,  s->q,   s->kk,  s->v,      s->att,    s->proj,   s->gate,
+                    s->up,   s->cos, s->sin, s->colsum, s->window, s->logits, s->allow};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(k, bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -67,29 +68,14 @@ static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, i
     return 0;
 }
 
-/* cos/sin [n, hd/2] at positions 0..n-1, computed in double and rounded. */
-static int upload_rope_tables(kv_kernels *k, run_state *s, const kv_config *c, int n, kv_error *err) {
-    int half = c->head_dim / 2;
-    double *inv = malloc(half * sizeof(double));
-    float *cs = malloc((size_t)n * half * sizeof(float)), *sn = malloc((size_t)n * half * sizeof(float));
-    int rc = -1;
-    if (!inv || !cs || !sn) {
-        kv_fail(err, "out of memory building RoPE tables for %d positions", n);
-        goto done;
-    }
-    kv_rope_inv_freq(c, inv);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < half; j++) {
-            double a = i * inv[j];
-            cs[(size_t)i * half + j] = (float)cos(a);
-            sn[(size_t)i * half + j] = (float)sin(a);
-        }
-    rc = k->upload(k, s->cos, cs, (size_t)n * half * sizeof(float), err) ||
-                 k->upload(k, s->sin, sn, (size_t)n * half * sizeof(float), err)
-             ? -1
-             : 0;
-done:
-    free(inv);
+/* cos/sin [n, hd/2] at positions 0..n-1 (tracer/rope.c). */
+static int upload_rope_tables(kv_kernels *k, run_state *s, const kv_model *m, int n, kv_error *err) {
+    size_t bytes = (size_t)n * (m->cfg.head_dim / 2) * sizeof(float);
+    float *cs = kv_malloc(bytes, err), *sn = kv_malloc(bytes, err);
+    int rc = cs && sn && !kv_rope_tables(&m->cfg, n, m->rope_precision, cs, sn, err) &&
+                     !k->upload(k, s->cos, cs, bytes, err) && !k->upload(k, s->sin, sn, bytes, err)
+                 ? 0
+                 : -1;
     free(cs);
     free(sn);
     return rc;
@@ -130,7 +116,7 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
     kv_attn_mask mask = {.allow = s->allow, .n_ctx = masks ? masks->n_ctx : 0};
     int masked = masks && masks->allow[l];
     if (masked && k->upload(k, s->allow, masks->allow[l], (size_t)KVH * masks->n_ctx, err)) return -1;
-    if (k->attention(k, s->att, s->q, s->kk, s->v, n, H, KVH, hd, c->sliding_window, masked ? &mask : NULL,
+    if (k->attention(k, s->att, s->q, s->kk, s->v, n, H, KVH, hd, c->layer_window[l], masked ? &mask : NULL,
                      capture ? &cap : NULL, err))
         return -1;
     if (capture) {
@@ -150,10 +136,10 @@ static int mlp_block(kv_model *m, run_state *s, const kv_layer *L, int n, kv_err
     kv_kernels *k = m->k;
     const kv_config *c = &m->cfg;
     return k->rmsnorm(k, s->xn, s->x, L->mlp_norm, n, c->hidden_size, c->rms_norm_eps, err) ||
-                   k->matmul(k, s->gate, s->xn, &L->w_gate, NULL, n, err) ||
-                   k->matmul(k, s->up, s->xn, &L->w_up, NULL, n, err) ||
+                   k->matmul(k, s->gate, s->xn, &L->w_gate, L->b_gate, n, err) ||
+                   k->matmul(k, s->up, s->xn, &L->w_up, L->b_up, n, err) ||
                    k->swiglu(k, s->gate, s->up, (size_t)n * c->intermediate_size, err) ||
-                   k->matmul(k, s->proj, s->gate, &L->w_down, NULL, n, err) ||
+                   k->matmul(k, s->proj, s->gate, &L->w_down, L->b_down, n, err) ||
                    k->add(k, s->x, s->proj, (size_t)n * c->hidden_size, err)
                ? -1
                : 0;
@@ -186,7 +172,7 @@ int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_ho
         hc.v = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
         if (!hc.colsum || !hc.window || !hc.v) goto done;
     }
-    if (upload_rope_tables(k, &s, c, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
+    if (upload_rope_tables(k, &s, m, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer *L = &m->layers[l];
         if (attention_block(m, &s, L, l, n, hooks, masks, &hc, err) || mlp_block(m, &s, L, n, err) ||

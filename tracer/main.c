@@ -30,6 +30,7 @@ typedef struct {
     int window;
     int maps_f16;
     int maps_deflate;
+    kv_rope_precision rope_precision;
     const char *layers_spec;
     const char *device;       /* auto, cpu, cuda */
     int threads;
@@ -45,6 +46,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace [--model DIR] [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
+            "               [--rope-precision f32|f64]\n"
             "               [--max-tokens N] [--max-memory SIZE]"
             " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
@@ -67,6 +69,8 @@ static void usage(FILE *f) {
             "  --maps-compression C  deflate (default: shuffle + deflate, about half the size) or none\n"
             "                      (twice the size; h5py reads it about 2x faster, kvanalyze 1.6x)\n"
             "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
+            "  --rope-precision P  f32 (default: RoPE angles rounded as transformers rounds them) or f64\n"
+            "                      (angles in double; differs from transformers by ~1e-3 at 32k positions)\n"
             "  --device D          auto (default: the GPU when there is one and CUDA was built), cpu or cuda\n"
             "  --threads N         CPU threads (default: all cores)\n"
             "  --max-memory SIZE   memory the run may use, e.g. 8G or 512M (default: what the system has\n"
@@ -145,7 +149,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'D'}, {"maps-compression", required_argument, 0, 'C'},
         {"max-memory", required_argument, 0, 'M'}, {"resume", no_argument, 0, 'R'},
-        {"version", no_argument, 0, 'V'},      {0, 0, 0, 0},
+        {"version", no_argument, 0, 'V'},      {"rope-precision", required_argument, 0, 'r'},
+        {0, 0, 0, 0},
     };
     *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1};
     long v;
@@ -187,6 +192,12 @@ static int parse_options(int argc, char **argv, options *o) {
                 return 2;
             }
             o->window = (int)v;
+            break;
+        case 'r':
+            if (kv_rope_precision_parse(optarg, &o->rope_precision)) {
+                fprintf(stderr, "kvtrace: --rope-precision '%s': expected f32 or f64\n", optarg);
+                return 2;
+            }
             break;
         case 'd':
             if (!strcmp(optarg, "f32")) o->maps_f16 = 0;
@@ -364,13 +375,8 @@ static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_
     uint8_t *flags = NULL;
     int rc = -1;
     if (tok) {
-        int32_t extra[3];
-        size_t n_extra = 0;
-        if (c->bos_id >= 0) extra[n_extra++] = c->bos_id;
-        if (c->eos_id >= 0) extra[n_extra++] = c->eos_id;
-        if (c->pad_id >= 0) extra[n_extra++] = c->pad_id;
         flags = kv_malloc(p->n_ids, err);
-        if (!flags || kv_tokenizer_token_info(tok, p->ids, p->n_ids, extra, n_extra, o->special_texts,
+        if (!flags || kv_tokenizer_token_info(tok, p->ids, p->n_ids, c->special_ids, (size_t)c->n_special_ids, o->special_texts,
                                               o->n_special_texts, &pieces, flags, err))
             goto done;
     }
@@ -448,6 +454,7 @@ static int run(const options *o) {
     if (check_memory(&cfg0, &ps, o, k, &err)) goto fail_cfg;
     kv_config_free(&cfg0);
     if (build_model(&m, o->model_dir, k, &err)) goto fail;
+    m.rope_precision = o->rope_precision;
     const kv_config *c = &m.cfg;
 
     mask = kv_malloc(c->n_layers, &err);
@@ -472,7 +479,7 @@ static int run(const options *o) {
         .created_by = "kvtrace " KVTRACE_VERSION, .n_layers = c->n_layers, .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .hidden_size = c->hidden_size,
         .vocab_size = c->vocab_size, .layers = layers, .n_traced = n_traced, .window = o->window,
-        .full_maps = o->full_maps, .maps_f16 = o->maps_f16, .maps_deflate = o->maps_deflate,
+        .rope_precision = kv_rope_precision_name(o->rope_precision), .full_maps = o->full_maps, .maps_f16 = o->maps_f16, .maps_deflate = o->maps_deflate,
     };
     if (!(w = kv_trace_create(o->out_path, o->force, o->resume, &meta, &err))) goto fail;
     wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);

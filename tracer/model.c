@@ -100,6 +100,10 @@ int build_model(kv_model *m, const char *dir, kv_kernels *k, kv_error *err) {
                             load_vector(m, &L->bv, P("self_attn.v_proj.bias"), KVD, err)))
             goto fail;
         if (c->o_bias && load_vector(m, &L->bo, P("self_attn.o_proj.bias"), D, err)) goto fail;
+        if (c->mlp_bias && (load_vector(m, &L->b_gate, P("mlp.gate_proj.bias"), I, err) ||
+                            load_vector(m, &L->b_up, P("mlp.up_proj.bias"), I, err) ||
+                            load_vector(m, &L->b_down, P("mlp.down_proj.bias"), D, err)))
+            goto fail;
         if (c->qk_norm && (load_vector(m, &L->q_norm, P("self_attn.q_norm.weight"), hd, err) ||
                            load_vector(m, &L->k_norm, P("self_attn.k_norm.weight"), hd, err)))
             goto fail;
@@ -117,7 +121,8 @@ void free_model(kv_model *m) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             kv_layer *L = &m->layers[l];
             void *bufs[] = {L->attn_norm, L->mlp_norm, L->wq.data, L->wk.data, L->wv.data, L->wo.data, L->w_gate.data,
-                            L->w_up.data, L->w_down.data, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm};
+                            L->w_up.data, L->w_down.data, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm,
+                            L->b_gate, L->b_up, L->b_down};
             for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
                 if (bufs[i]) k->free(k, bufs[i]);
         }

@@ -20,6 +20,8 @@ typedef struct {
     kv_weight w_gate;         /* [I, D] */
     kv_weight w_up;           /* [I, D] */
     kv_weight w_down;         /* [D, I] */
+    float *b_gate, *b_up;     /* [I] (mlp_bias) or NULL */
+    float *b_down;            /* [D] (mlp_bias) or NULL */
 } kv_layer;
 
 typedef struct {
@@ -32,6 +34,7 @@ typedef struct {
     float *final_norm;        /* [D] */
     kv_weight lm_head;        /* [V, D]; shares embed's data when tied */
     int lm_head_tied;
+    kv_rope_precision rope_precision; /* KV_ROPE_F32 (as transformers) unless the caller sets it */
 } kv_model;
 
 /* Loads dir/config.json and the safetensors weights, checks every tensor's

@@ -48,7 +48,21 @@ int kv_prompts_builtin(kv_prompt_set *s, kv_error *err) {
     return 0;
 }
 
+/* Whether the JSON text escapes U+0000 (\u0000 after an odd run of
+ * backslashes): cJSON decodes it into a C string, which would end there. */
+static int escapes_nul(const char *line, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (line[i] != '\\') continue;
+        size_t run = 0;
+        while (i < len && line[i] == '\\') i++, run++;
+        if (run % 2 && i + 5 <= len && (line[i] == 'u' || line[i] == 'U') && !strncmp(line + i + 1, "0000", 4))
+            return 1;
+    }
+    return 0;
+}
+
 static int parse_line(kv_prompt *p, const char *path, int lineno, const char *line, size_t len, kv_error *err) {
+    if (escapes_nul(line, len)) return kv_fail(err, "%s:%d: U+0000 (\\u0000) in a prompt is not supported", path, lineno);
     cJSON *o = cJSON_ParseWithLength(line, len);
     int rc = -1;
     if (!cJSON_IsObject(o)) {

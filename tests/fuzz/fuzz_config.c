@@ -9,8 +9,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (kv_config_load(&cfg, path, &err) == 0) {
         if (cfg.head_dim <= 0 || cfg.n_heads % cfg.n_kv_heads) abort(); /* accepted configs are consistent */
         if (cfg.head_dim <= 4096) {
-            double inv[2048];
-            kv_rope_inv_freq(&cfg, inv);
+            double inv[2048], scale;
+            kv_rope_inv_freq(&cfg, 4 * cfg.max_position_embeddings, KV_ROPE_F32, inv, &scale);
         }
         kv_config_free(&cfg);
     }
