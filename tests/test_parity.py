@@ -1,4 +1,4 @@
-"""The tracer's trace against the independent numpy reference forward pass
+"""The tracer's trace (--rope-precision f64) against the independent numpy reference forward pass
 (tests/ref/reference.py) on small random checkpoints of every supported
 variant: attn, colsum, window, values and the last position's logits agree
 to 1e-5 (max absolute difference; f32 arithmetic on the weights as stored).
@@ -42,8 +42,9 @@ for variant in VARIANTS:
         for pid, ids in prompts:
             f.write(json.dumps({"id": pid, "input_ids": ids}) + "\n")
     out = os.path.join(d, "trace.h5")
+    # the reference computes RoPE angles exactly; transformers' float32 angles: test_parity_hf.py
     r = run([KVTRACE, "--model", d, "--prompts", pfile, "-o", out, "--full-maps", "--window", str(W),
-             "--threads", "2"])
+             "--threads", "2", "--rope-precision", "f64"])
     if not c.check(f"{variant}: kvtrace runs", r.returncode == 0, r.stderr.strip()):
         continue
     with h5py.File(out, "r") as f:
@@ -74,7 +75,7 @@ for variant in VARIANTS:
 d = os.path.join(c.tmp.name, "llama_mha")
 out = os.path.join(d, "sub.h5")
 r = run([KVTRACE, "--model", d, "--prompts", os.path.join(d, "prompts.jsonl"), "-o", out, "--full-maps",
-         "--maps-dtype", "f16", "--layers", "1"])
+         "--maps-dtype", "f16", "--layers", "1", "--rope-precision", "f64"])
 if c.check("--layers 1 --maps-dtype f16 runs", r.returncode == 0, r.stderr.strip()):
     with h5py.File(out, "r") as f, h5py.File(os.path.join(d, "trace.h5"), "r") as full:
         c.check("--layers: /model/layers == [1]", f["model/layers"][:].tolist() == [1])
@@ -86,7 +87,7 @@ if c.check("--layers 1 --maps-dtype f16 runs", r.returncode == 0, r.stderr.strip
                 maxdiff(f["prompts/long/colsum"][0], full["prompts/long/colsum"][1]) == 0)
 out = os.path.join(d, "raw.h5")
 r = run([KVTRACE, "--model", d, "--prompts", os.path.join(d, "prompts.jsonl"), "-o", out, "--full-maps",
-         "--window", str(W), "--maps-compression", "none"])
+         "--window", str(W), "--maps-compression", "none", "--rope-precision", "f64"])
 if c.check("--maps-compression none runs", r.returncode == 0, r.stderr.strip()):
     with h5py.File(out, "r") as f, h5py.File(os.path.join(d, "trace.h5"), "r") as full:
         raw, packed = f["prompts/long/attn"], full["prompts/long/attn"]

@@ -152,9 +152,32 @@ expect_error("Inf in an embedding row",
 expect_error("unknown architecture",
              P + [variant("arch", edit_config(lambda cf: cf.update(architectures=["GPT2LMHeadModel"])))],
              "GPT2LMHeadModel", "not supported")
-expect_error("unsupported rope scaling",
-             P + [variant("yarn", edit_config(lambda cf: cf.update(rope_scaling={"rope_type": "yarn", "factor": 4})))],
-             "yarn")
+# config keys that change the forward pass in ways kvtrace does not compute: refused by name (docs/config.md)
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64}
+REFUSED = [
+    ("longrope", dict(rope_scaling={"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}),
+     ("rope_type", "longrope", "not supported")),
+    ("gelu", dict(hidden_act="gelu"), ("hidden_act", "gelu", "not supported")),
+    ("partial rotary", dict(partial_rotary_factor=0.5), ("partial_rotary_factor", "0.5", "not supported")),
+    ("quantized", dict(quantization_config={"quant_method": "bitsandbytes"}), ("quantization_config",)),
+    ("model_type mismatch", dict(model_type="qwen2"), ("model_type", "qwen2", "LlamaForCausalLM")),
+    ("rope_scaling without a type", dict(rope_scaling={"factor": 2.0}), ("rope_scaling", "rope_type")),
+    ("both rope spellings", dict(rope_scaling={"rope_type": "linear", "factor": 2.0},
+                                 rope_parameters={"rope_type": "linear", "factor": 2.0}),
+     ("rope_scaling", "rope_parameters")),
+    ("linear without factor", dict(rope_scaling={"rope_type": "linear"}), ("linear", "factor")),
+    ("sliding layer without a window", dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2",
+                                            layer_types=["sliding_attention", "full_attention"]),
+     ("layer_types", "layer 0", "sliding_window")),
+    ("unknown layer type", dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2",
+                                layer_types=["chunked_attention", "full_attention"]),
+     ("layer_types", "chunked_attention", "not supported")),
+] + [(f"llama3 without {key}", dict(rope_scaling={k: v for k, v in LLAMA3.items() if k != key}), ("llama3", key))
+     for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")]
+for i, (label, change, needles) in enumerate(REFUSED):
+    expect_error(f"config: {label}", P + [variant(f"cfg{i}", edit_config(lambda cf, ch=change: cf.update(ch)))],
+                 "config.json", *needles)
 expect_error("heads not a multiple of kv heads",
              P + [variant("gqa", edit_config(lambda cf: cf.update(num_key_value_heads=3)))], "num_key_value_heads")
 expect_error("no config.json", P + [variant("nocfg", lambda d: os.remove(os.path.join(d, "config.json")))],
@@ -186,6 +209,8 @@ expect_error("empty input_ids", M + [prompt_file("empty.jsonl", [json.dumps({"id
              "non-empty")
 expect_error("text prompt without tokenizer.json",
              M + [prompt_file("text.jsonl", [json.dumps({"id": "a", "text": "hello"})])], "tokenizer.json")
+expect_error("U+0000 in a text prompt",
+             M + [prompt_file("nul.jsonl", ['{"id": "a", "text": "a\\u0000b"}'])], "nul.jsonl:1", "U+0000")
 expect_error("no prompts in the file", M + [prompt_file("blank.jsonl", ["", "  "])], "no prompts")
 expect_error("prompts file missing", M + [os.path.join(c.tmp.name, "nope.jsonl")], "nope.jsonl", "cannot open")
 

@@ -2,10 +2,11 @@
 
 Each variant covers one feature of the loader and the forward pass: MHA and
 GQA, tied and untied embeddings, Qwen2 biases, Qwen3 q/k norms and explicit
-head_dim, llama3 RoPE scaling (both spellings), Mistral's sliding window,
+head_dim, llama3 RoPE scaling (both spellings), Mistral's sliding window, Qwen2's
+window from max_window_layers on, Llama's MLP biases,
 BF16 and F16 weights, a sharded checkpoint.
 
-    /usr/bin/python3 tests/ref/checkpoints.py VARIANT OUTDIR
+    .venv/bin/python tests/ref/checkpoints.py VARIANT OUTDIR
 """
 import json
 import os
@@ -34,7 +35,10 @@ VARIANTS = {
     "llama_bf16": dict(arch="LlamaForCausalLM", num_key_value_heads=2, dtype="BF16"),
     "llama_f16": dict(arch="LlamaForCausalLM", num_key_value_heads=2, dtype="F16"),
     "llama_sharded": dict(arch="LlamaForCausalLM", num_key_value_heads=2, shards=2),
-    "llama_attn_bias": dict(arch="LlamaForCausalLM", num_key_value_heads=2, attention_bias=True),
+    "llama_attn_bias": dict(arch="LlamaForCausalLM", num_key_value_heads=2, attention_bias=True, mlp_bias=True),
+    # windowed from layer 1 on only (max_window_layers), as transformers' Qwen2 does
+    "qwen2_window_layers": dict(arch="Qwen2ForCausalLM", num_key_value_heads=2, use_sliding_window=True,
+                                sliding_window=24, max_window_layers=1),
 }
 
 
@@ -84,6 +88,9 @@ def random_weights(cfg, seed=0):
             w[p + "self_attn.v_proj.bias"] = (0.2 * rng.standard_normal(KVH * hd)).astype(np.float32)
         if cfg.get("attention_bias") and arch != "Qwen2ForCausalLM":
             w[p + "self_attn.o_proj.bias"] = (0.2 * rng.standard_normal(D)).astype(np.float32)
+        if cfg.get("mlp_bias") and arch == "LlamaForCausalLM":
+            for name, n in (("gate_proj", I), ("up_proj", I), ("down_proj", D)):
+                w[p + f"mlp.{name}.bias"] = (0.2 * rng.standard_normal(n)).astype(np.float32)
         if arch == "Qwen3ForCausalLM":
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)

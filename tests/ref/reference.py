@@ -1,7 +1,10 @@
 """Independent reference forward pass in numpy float64, written from the
 Hugging Face modeling code's definitions (not from the C code):
 RMSNorm, rotate_half RoPE (with llama3 frequency scaling), repeat_kv GQA,
-causal (and sliding-window) softmax attention, SwiGLU MLP.
+causal (and per-layer sliding-window) softmax attention, SwiGLU MLP (with
+Llama's optional biases). RoPE angles are exact (double); kvtrace matches this
+with --rope-precision f64, and transformers' own float32 rounding is checked
+by tests/test_parity_hf.py.
 
 reference_forward(cfg, weights, tokens) returns a dict with, per layer,
 attn [H, N, N], values [KVH, N, hd], the last position's logits, and
@@ -41,6 +44,29 @@ def rope_inv_freq(cfg, hd):
     return inv
 
 
+def layer_windows(cfg):
+    """Sliding window of each layer (None: full causal attention), following
+    the config classes of transformers 4.57: Llama has none; Mistral windows
+    every layer (sliding_window defaults to 4096 when absent); Qwen2/Qwen3
+    window only with use_sliding_window (default false), and then the layers
+    that layer_types marks, or by default those from max_window_layers
+    (default 28) on."""
+    arch = cfg["architectures"][0]
+    L = cfg["num_hidden_layers"]
+    if arch == "LlamaForCausalLM":
+        return [None] * L
+    sw = cfg.get("sliding_window", 4096)
+    if arch == "MistralForCausalLM":
+        return [sw] * L
+    if not cfg.get("use_sliding_window", False):
+        sw = None
+    types = cfg.get("layer_types")
+    if types is None:
+        start = cfg.get("max_window_layers", 28)
+        types = ["sliding_attention" if sw is not None and l >= start else "full_attention" for l in range(L)]
+    return [sw if t == "sliding_attention" else None for t in types]
+
+
 def apply_rope(x, cos, sin):
     """x [heads, N, hd]; cos, sin [N, hd] (frequencies repeated twice)."""
     half = x.shape[-1] // 2
@@ -62,10 +88,7 @@ def reference_forward(cfg, weights, tokens, masks=None):
     cos, sin = np.cos(emb), np.sin(emb)
     i = np.arange(N)[:, None]
     j = np.arange(N)[None, :]
-    visible = j <= i
-    sw = cfg.get("sliding_window")
-    if sw and cfg.get("use_sliding_window", True):
-        visible &= (i - j) < sw
+    windows = layer_windows(cfg)
     out = {"attn": [], "values": []}
     if masks is not None and len(masks) != cfg["num_hidden_layers"]:
         raise ValueError("masks: one entry per layer")
@@ -89,6 +112,7 @@ def reference_forward(cfg, weights, tokens, masks=None):
         rep = H // KVH
         k_rep, v_rep = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
         scores = q @ k_rep.transpose(0, 2, 1) / math.sqrt(hd)
+        visible = (j <= i) if windows[l] is None else (j <= i) & ((i - j) < windows[l])
         vis = np.broadcast_to(visible[None], (H, N, N))
         if masks is not None and masks[l] is not None:
             keep = np.asarray(masks[l], dtype=bool)        # [KVH, Nc]
@@ -108,9 +132,9 @@ def reference_forward(cfg, weights, tokens, masks=None):
             o = o + W[p + "self_attn.o_proj.bias"]
         x = x + o
         h = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
-        g = h @ W[p + "mlp.gate_proj.weight"].T
-        u = h @ W[p + "mlp.up_proj.weight"].T
-        x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
+        g, u = proj("mlp.gate_proj"), proj("mlp.up_proj")
+        h = (g / (1 + np.exp(-g))) * u
+        x = x + proj("mlp.down_proj")
     head = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
     out["logits_all"] = rms_norm(x, W["model.norm.weight"], eps) @ head.T
     out["logits"] = out["logits_all"][-1]
