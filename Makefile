@@ -23,7 +23,7 @@ PKGCONF := $(if $(OPENBLAS_OMP),PKG_CONFIG_PATH=$(OPENBLAS_OMP):$$PKG_CONFIG_PAT
 OPT     ?= -O2
 OMPFLAG ?= -fopenmp
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra $(OMPFLAG) -I. \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -DH5_USE_110_API -Wall -Wextra $(OMPFLAG) -I. \
            $(shell $(PKGCONF) --cflags $(PKGS))
 BLAS_RPATH := $(if $(OPENBLAS_OMP),-Wl$(comma)-rpath$(comma)$(patsubst %/pkgconfig,%,$(OPENBLAS_OMP)))
 LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS)) $(OMPFLAG) -lm $(BLAS_RPATH)

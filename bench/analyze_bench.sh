@@ -7,7 +7,7 @@
 # (deflate, the default, or none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
+PY="${PY:-$PWD/.venv/bin/python}"
 L=${L:-16}; H=${H:-16}; KVH=${KVH:-4}; N=${N:-2048}
 DIR=${KV_BENCH_DIR:-/tmp/kvbench}
 mkdir -p "$DIR"

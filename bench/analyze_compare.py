@@ -2,7 +2,7 @@
 computations (tests/analyzer/kvref.py) on one trace: wall times, ratio,
 attention data rate, peak memory, and a check that both agree.
 
-    /usr/bin/python3 bench/analyze_compare.py TRACE.h5 [--threads N] [--skip-numpy]
+    .venv/bin/python bench/analyze_compare.py TRACE.h5 [--threads N] [--skip-numpy]
 """
 import argparse
 import csv

@@ -1,7 +1,7 @@
 """Generates the analyzer benchmark trace (format v1) layer by layer with
 h5py, without ever holding more than one layer's maps:
 
-    /usr/bin/python3 bench/analyze_gen.py OUT.h5 [--layers 16 --heads 16
+    .venv/bin/python bench/analyze_gen.py OUT.h5 [--layers 16 --heads 16
         --kv-heads 4 --n 2048 --head-dim 64 --prompts 1 --seed 0]
 """
 import argparse

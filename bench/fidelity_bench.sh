@@ -6,7 +6,7 @@
 # every spec. Run by bench/run.sh (make bench); alone: bash bench/fidelity_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
+PY="${PY:-$PWD/.venv/bin/python}"
 OUT=${BENCH_DIR:-.cache/bench}
 N=${FIDELITY_BENCH_N:-1024}
 mkdir -p "$OUT"

@@ -1,7 +1,7 @@
 """Writes the benchmark checkpoint: a random Llama of about 30M parameters
 (hidden 512, 8 layers, 8 heads of 64, MLP 1536, vocabulary 4096), F32.
 
-    /usr/bin/python3 bench/make_bench_model.py OUTDIR
+    .venv/bin/python bench/make_bench_model.py OUTDIR
 """
 import os
 import sys

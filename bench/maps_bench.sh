@@ -22,7 +22,7 @@ best() { # prints the best wall time of REPEAT runs of kvtrace with the given op
 }
 echo "== full maps: $KVTRACE on $PROMPTS ($(nproc) threads)"
 base=$(best)
-tokens=$(/usr/bin/python3 -c "import h5py; f = h5py.File('$OUT/maps.h5'); print(sum(int(g.attrs['n_tokens']) for g in f['prompts'].values()))")
+tokens=$(.venv/bin/python -c "import h5py; f = h5py.File('$OUT/maps.h5'); print(sum(int(g.attrs['n_tokens']) for g in f['prompts'].values()))")
 printf '%-28s %8.2f s  %6s  %10s\n' "no maps" "$base" "1.00x" "$(stat -c %s "$OUT/maps.h5") B"
 for opts in "--full-maps" "--full-maps --maps-dtype f16" "--full-maps --maps-compression none"; do
     # shellcheck disable=SC2086

@@ -2,7 +2,7 @@
 # CPU benchmarks. Usage: bash bench/run.sh   (from the repository root; make bench does it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
+PY="${PY:-$PWD/.venv/bin/python}"
 OUT=${BENCH_DIR:-.cache/bench}
 mkdir -p "$OUT"
 echo "== machine"

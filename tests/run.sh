@@ -2,14 +2,21 @@
 # Runs every test program and script and prints one closing line
 #   tests: N passed, N failed, N skipped
 # Test programs: bin/tests/test_* (Check; built from tests/test_*.c).
-# Test scripts:  tests/test_*.sh and tests/test_*.py (run with Debian's
-# /usr/bin/python3, which has numpy and h5py).
+# Test scripts:  tests/test_*.sh and tests/test_*.py (run with the project's
+# Python environment .venv/, set up by tools/install-deps.sh: numpy, h5py and
+# the peers, transformers and tokenizers, at the versions pinned in
+# tools/requirements-test.txt).
 # Exit status of a program or script: 0 passed, 77 skipped (it says why),
 # anything else failed.
 set -u
 cd "$(dirname "$0")/.."
 export KV_ROOT="$PWD"
-PY=/usr/bin/python3
+PY="$PWD/.venv/bin/python"
+if [ ! -x "$PY" ]; then
+    echo "tests/run.sh: $PY is missing; run tools/install-deps.sh first" >&2
+    exit 2
+fi
+export PY
 passed=0; failed=0; skipped=0; failed_names=()
 run_one() {
     local name="$1"; shift

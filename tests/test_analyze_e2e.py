@@ -38,7 +38,7 @@ cases = [
 for variant, targs in cases:
     model = os.path.join(d, variant)
     if not os.path.isdir(model):
-        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "ref", "checkpoints.py"), variant, model], check=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "ref", "checkpoints.py"), variant, model], check=True)
     trace = os.path.join(d, "t.h5")
     p = subprocess.run([KVTRACE, "--model", model, "--prompts", prompts, "-o", trace, "--window", "64", "--force",
                         "--threads", "1"] + targs, capture_output=True, text=True)

@@ -126,6 +126,9 @@ START_TEST(fastgen_rungs) {
 }
 END_TEST
 
+/* The Python with numpy and h5py: tests/run.sh exports PY (the project's .venv). */
+static const char *test_python(void) { return getenv("PY") ? getenv("PY") : "python3"; }
+
 START_TEST(reader_h5py_trace) {
     const char *root = getenv("KV_ROOT") ? getenv("KV_ROOT") : ".";
     char path[] = "/tmp/kvtest-reader-XXXXXX";
@@ -134,9 +137,9 @@ START_TEST(reader_h5py_trace) {
     close(fd);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 %s/tests/analyzer/mktrace.py %s --layers 2 --model-layers 3 --heads 4 "
+             "%s %s/tests/analyzer/mktrace.py %s --layers 2 --model-layers 3 --heads 4 "
              "--kv-heads 2 --n 20 --window 8 --prompts 2",
-             root, path);
+             test_python(), root, path);
     ck_assert_int_eq(system(cmd), 0);
     kv_error err = {{0}};
     kv_trace *t = kv_trace_open(path, &err);
@@ -198,8 +201,8 @@ START_TEST(reader_float16_maps) {
     close(fd);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 %s/tests/analyzer/mktrace.py %s --layers 1 --heads 2 --kv-heads 1 --n 150 --f16 --prompts 1",
-             root, path);
+             "%s %s/tests/analyzer/mktrace.py %s --layers 1 --heads 2 --kv-heads 1 --n 150 --f16 --prompts 1",
+             test_python(), root, path);
     ck_assert_int_eq(system(cmd), 0);
     kv_error err = {{0}};
     kv_trace *t = kv_trace_open(path, &err);

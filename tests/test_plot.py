@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -60,6 +61,12 @@ def pdf_pages(path):
     data = open(path, "rb").read()
     if not data.startswith(b"%PDF-"):
         return None, []
+    # cairo 1.18 (Debian 13) keeps page objects in compressed object streams: inflate those too
+    for m in re.finditer(rb"stream\r?\n", data):
+        try:
+            data += zlib.decompressobj().decompress(data[m.end():])
+        except zlib.error:
+            pass
     pages = len(re.findall(rb"/Type\s*/Page(?![s\w])", data))
     boxes = [tuple(float(x) for x in m.groups())
              for m in re.finditer(rb"/MediaBox\s*\[\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*\]", data)]

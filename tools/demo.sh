@@ -6,7 +6,7 @@
 # figures, and print the headline numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
+PY="${PY:-$PWD/.venv/bin/python}"
 OUT=${DEMO_DIR:-demo}
 MODEL=models/brown-llama
 mkdir -p "$OUT"

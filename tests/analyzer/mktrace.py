@@ -1,7 +1,7 @@
 """Synthetic kvtrace files (format v1, docs/trace-format.md) written with
 h5py, independent of the C writer. Used by the analyzer tests and bench.
 
-    /usr/bin/python3 tests/analyzer/mktrace.py OUT.h5 --layers 2 --heads 4 \
+    .venv/bin/python tests/analyzer/mktrace.py OUT.h5 --layers 2 --heads 4 \
         --kv-heads 2 --n 96 --prompts 2 [--window 64] [--no-maps] [--f16]
 """
 import argparse

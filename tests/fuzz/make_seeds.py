@@ -1,6 +1,6 @@
 """Writes the seed corpora of the fuzzers into tests/fuzz/corpus/<fuzzer>/.
 
-    /usr/bin/python3 tests/fuzz/make_seeds.py   (needs bin/kvtrace for the trace seed)
+    .venv/bin/python tests/fuzz/make_seeds.py   (needs bin/kvtrace for the trace seed)
 """
 import json
 import os

@@ -5,7 +5,7 @@ shows (outer layers diffuse, middle layers special), two prompts: a short one
 whose pieces need escaping (quotes, backslash, %, _, UTF-8, a newline) and a
 longer one that head_maps pools.
 
-    /usr/bin/python3 tests/plots/mkfixture.py OUT.h5
+    .venv/bin/python tests/plots/mkfixture.py OUT.h5
 """
 import os
 import sys

@@ -35,7 +35,8 @@ BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 SLIDING = dict(sliding_window=24)
 
 # name: (class, config changes, options)
-#   dtype: weights as saved; drop: keys deleted from config.json after saving (class defaults);
+#   dtype: weights as saved; drop: keys deleted from config.json after saving (class defaults); set: keys
+#   written into config.json after saving;
 #   lengths: prompt lengths; full_maps: trace attn too; tokenizer: brown-llama's tokenizer.json + text prompts;
 #   shards: sharded save; rope_parameters: kvtrace reads the transformers-5 spelling of the same RoPE;
 #   qk: scale of the q/k weights (larger: more peaked rows, and float32 rounding that grows faster with N)
@@ -63,18 +64,20 @@ CASES = {
     "mistral_defaults": ("MistralForCausalLM", dict(num_attention_heads=8, num_key_value_heads=8, head_dim=None),
                          dict(drop=("sliding_window", "num_key_value_heads", "head_dim"),
                               lengths=(1, 300, 4200), full_maps=False, qk=1.0)),
+    # save_pretrained writes the layer_types Qwen2Config derives; dropping them makes kvtrace derive them too
     "qwen2_max_window_layers": ("Qwen2ForCausalLM", dict(SLIDING, num_hidden_layers=3, use_sliding_window=True,
-                                                          max_window_layers=1), {}),
+                                                          max_window_layers=1), dict(drop=("layer_types",))),
+    # Qwen2Config saves sliding_window as null when use_sliding_window is false: put the value back
     "qwen2_window_without_use": ("Qwen2ForCausalLM", dict(SLIDING, max_window_layers=0),
-                                 dict(drop=("use_sliding_window",))),
+                                 dict(drop=("use_sliding_window", "layer_types"), set=dict(SLIDING))),
     "qwen2_layer_types": ("Qwen2ForCausalLM", dict(SLIDING, num_hidden_layers=3, use_sliding_window=True,
                                                     layer_types=["sliding_attention", "full_attention",
                                                                  "sliding_attention"]), {}),
     "qwen2_default_window_layers": ("Qwen2ForCausalLM", dict(SLIDING, use_sliding_window=True),
-                                    dict(drop=("max_window_layers",))),
+                                    dict(drop=("max_window_layers", "layer_types"))),
     "qwen3_bias_window": ("Qwen3ForCausalLM", dict(SLIDING, num_hidden_layers=3, head_dim=32, attention_bias=True,
                                                     use_sliding_window=True, max_window_layers=2),
-                          dict(dtype="BF16")),
+                          dict(dtype="BF16", drop=("layer_types",))),
     "qwen3_default_head_dim": ("Qwen3ForCausalLM", dict(num_attention_heads=2, num_key_value_heads=1),
                                dict(drop=("head_dim",), lengths=(1, 300, 1024))),
 }
@@ -109,6 +112,7 @@ def build(name, cls_name, changes, opts, d):
     saved = json.load(open(path))
     for key in opts.get("drop", ()):
         saved.pop(key, None)
+    saved.update(opts.get("set", {}))
     json.dump(saved, open(path, "w"), indent=2)
     if opts.get("tokenizer"):
         shutil.copy(TOKENIZER, os.path.join(d, "tokenizer.json"))
