@@ -2,7 +2,7 @@
 #   make            build bin/kvtrace, bin/kvanalyze, bin/kvplot (and bin/libkvcuda.so, the CUDA plugin)
 #   make check      build and run every test (see tests/run.sh)
 #   make SANITIZE=1 check   the same under ASan + UBSan (make clean when switching)
-#   make demo       trace the bundled default model and analyse it (tools/demo.sh)
+#   make demo       trace the default model (SmolLM2-135M-Instruct), analyse it, draw the figures (tools/demo.sh)
 #   make bench      run the CPU benchmarks in bench/
 #   make fuzz       build the libFuzzer harnesses (clang) and run each for FUZZ_SECONDS
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)

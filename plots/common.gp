@@ -38,6 +38,9 @@ reset
 set encoding utf8
 kv_font = fontname . "," . fontsize
 kv_title = (kv_fmt eq "png" || kv_fmt eq "page") ? title : ""
+# a trailing " (model)" goes on a second line, so that long titles fit a column's width
+kv_split = strstrt(kv_title, " (")
+if (kv_split > 0) { kv_title = kv_title[1:kv_split - 1] . "\n" . kv_title[kv_split + 1:strlen(kv_title)] }
 kv_frac = (kv_fmt eq "page") ? height_in / kv_page_h : 1.0
 if (kv_fmt eq "png") {
     set terminal pngcairo size int(width_in * dpi + 0.5), int(height_in * dpi + 0.5) enhanced \

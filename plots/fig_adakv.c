@@ -205,12 +205,23 @@ int kvp_fig_loss_vs_budget(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kv_fail(err, "eviction_loss.csv: every loss is 0 (no budget evicts anything)");
         return 1;
     }
+    /* each budget's tic says how many prompts it evicts from: the means above are over those only,
+     * so a line can rise where long prompts alone remain */
     kvp_buf xt = {0};
     kvp_buf_printf(&xt, "(");
-    for (int bi = 0; bi < r.n_budgets; bi++) kvp_buf_printf(&xt, "%s%ld", bi ? ", " : "", r.budgets[bi]);
+    for (int bi = 0; bi < r.n_budgets; bi++) {
+        int evicted = 0;
+        for (int p = 0; p < r.n_prompts; p++) {
+            int any = 0;
+            for (int i = 0; i < r.n && !any; i++) any = r.prompt[i] == p && r.budget[i] == r.budgets[bi] && r.evicts[i];
+            evicted += any;
+        }
+        kvp_buf_printf(&xt, "%s\"%ld\\n%d/%d\" %ld", bi ? ", " : "", r.budgets[bi], evicted, r.n_prompts,
+                       r.budgets[bi]);
+    }
     kvp_buf_printf(&xt, ")");
     snprintf(f->name, sizeof f->name, "loss_vs_budget");
-    f->height_in = 0.75 * c->width_in;
+    f->height_in = 0.85 * c->width_in;
     if (r.other_settings)
         snprintf(f->note, sizeof f->note, "shows %s; %d rows of other settings left out", r.setting,
                  r.other_settings);
@@ -294,7 +305,10 @@ int kvp_fig_loss_ratio_per_prompt(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         goto out;
     }
     snprintf(f->name, sizeof f->name, "loss_ratio_per_prompt");
-    f->height_in = 0.7 * c->width_in;
+    /* one row per prompt, its id written out on the left: the figure grows with the prompts */
+    int rows_shown = (r.n_prompts + kvp_tic_step(r.n_prompts, 40) - 1) / kvp_tic_step(r.n_prompts, 40);
+    f->height_in = 0.9 + 0.14 * (rows_shown < r.n_prompts ? rows_shown : r.n_prompts);
+    if (f->height_in < 0.5 * c->width_in) f->height_in = 0.5 * c->width_in;
     rc = kvp_write_data(c, "loss_ratio_per_prompt.dat", &d, err);
     kvp_buf_free(&d);
     if (!rc) {
@@ -303,7 +317,7 @@ int kvp_fig_loss_ratio_per_prompt(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kvp_vars_set(&v, "B1", "%ld", bs[0]);
         kvp_vars_set(&v, "B2", "%ld", nb == 2 ? bs[1] : 0L);
         kvp_vars_set(&v, "NP", "%d", r.n_prompts);
-        kvp_vars_set(&v, "XTIC_STEP", "%d", (r.n_prompts + 19) / 20);
+        kvp_vars_set(&v, "YTIC_STEP", "%d", kvp_tic_step(r.n_prompts, 40));
         char title[400], ms[300];
         model_suffix(c, ms, sizeof ms);
         snprintf(title, sizeof title, "Adaptive / uniform loss per prompt%s", ms);

@@ -75,7 +75,7 @@ int kvp_fig_policy_by_layer(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kvp_vars v = {0};
         kvp_vars_set(&v, "THRESHOLD", "%g", t->threshold);
         kvp_vars_str(&v, "HEADS", use_q ? "query heads" : "KV heads");
-        kvp_vars_set(&v, "XTIC_STEP", "%d", (t->n_layers + 15) / 16);
+        kvp_vars_set(&v, "XTIC_STEP", "%d", kvp_tic_step(t->n_layers, 8));
         char title[400];
         snprintf(title, sizeof title, "FastGen policies per layer, T = %g%s%s%s", t->threshold,
                  *p->model ? " (" : "", p->model, *p->model ? ")" : "");

@@ -65,6 +65,13 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+int kvp_tic_step(int n, int max_labels) {
+    static const int mantissa[] = {1, 2, 5};
+    for (int scale = 1;; scale *= 10)
+        for (int i = 0; i < 3; i++)
+            if ((n + mantissa[i] * scale - 1) / (mantissa[i] * scale) <= max_labels) return mantissa[i] * scale;
+}
+
 double kvp_quantile(double *x, int n, double q) {
     if (n <= 0) return NAN;
     qsort(x, n, sizeof *x, cmp_double);

@@ -71,6 +71,8 @@ do for [i=1:npanels] {
     set tmargin at screen sy(top - row * (ph + gapy))
     set bmargin at screen sy(top - row * (ph + gapy) - ph)
     # the panel title: the policy in its colour, then layer and head
+    # positions on the outer panels only: the inner ones' tic labels would run into their neighbours
+    if (!labels) { set format y (col == 0 ? "% h" : ""); set format x (row == nrows - 1 ? "% h" : "") }
     set title sprintf("%s  L%s H%s", plabel(k), word(panel_layers, i), word(panel_heads, i)) \
         tc rgb pcolor(k) noenhanced offset 0, -0.7
     if (i == 1) {

