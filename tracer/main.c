@@ -71,7 +71,8 @@ static void usage(FILE *f) {
             "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
             "  --rope-precision P  f32 (default: RoPE angles rounded as transformers rounds them) or f64\n"
             "                      (angles in double; differs from transformers by ~1e-3 at 32k positions)\n"
-            "  --device D          auto (default: the GPU when there is one and CUDA was built), cpu or cuda\n"
+            "  --device D          auto (default; the CPU until the CUDA backend is validated on a GPU), cpu\n"
+            "                      or cuda\n"
             "  --threads N         CPU threads (default: all cores)\n"
             "  --max-memory SIZE   memory the run may use, e.g. 8G or 512M (default: what the system has\n"
             "                      available); a run that needs more is refused before it starts\n"
@@ -543,7 +544,8 @@ static int devices_main(void) {
     if (!kv_cuda_built()) printf("cuda: not built (nvcc was not found at build time, or CUDA=0)\n");
     else if (kv_cuda_unavailable()) printf("cuda: built, but unavailable: %s\n", kv_cuda_unavailable());
     else if (kv_cuda_device_count() == 0) printf("cuda: built, no GPU found\n");
-    else printf("cuda: built, %d GPU(s)\n", kv_cuda_device_count());
+    else printf("cuda: built, %d GPU(s); not validated on a GPU yet, so --device auto uses the CPU\n",
+                kv_cuda_device_count());
     return 0;
 }
 
