@@ -291,7 +291,7 @@ kv_kernels *kv_kernels_cpu(int threads, kv_error *err) {
     }
     impl->threads = threads;
     *k = (kv_kernels){
-        .name = "cpu", .impl = impl, .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy,
+        .name = "cpu", .impl = impl, .host_memory = 1, .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy,
         .download = cpu_copy, .upload_weight = cpu_upload_weight, .embed = cpu_embed, .matmul = cpu_matmul,
         .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .swiglu = cpu_swiglu, .add = cpu_add,
         .attention = cpu_attention, .first_nonfinite = cpu_first_nonfinite, .destroy = cpu_destroy,

@@ -17,9 +17,10 @@
 /* A weight matrix W [rows, cols] (rows = out features, cols = in features),
  * as stored by PyTorch's nn.Linear. */
 typedef struct {
-    void *data;   /* device memory */
+    void *data;   /* device memory, or (borrowed) the caller's host memory */
     int dtype;    /* kv_dtype of data (tracer/safetensors.h) */
     int rows, cols;
+    int borrowed; /* data is not the backend's: never freed through it */
 } kv_weight;
 
 /* Receives blocks of attention probabilities (host memory) for full maps.
@@ -55,6 +56,7 @@ typedef struct kv_kernels kv_kernels;
 struct kv_kernels {
     const char *name;
     void *impl;
+    int host_memory; /* device memory is host memory: float32 weights can be read in place (kv_weight.borrowed) */
 
     void *(*alloc)(kv_kernels *k, size_t bytes, kv_error *err);
     void (*free)(kv_kernels *k, void *p);

@@ -1,5 +1,6 @@
 #include "tracer/model.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +36,21 @@ static const kv_tensor *need(const kv_model *m, const char *name, int rows, int 
     return t;
 }
 
+/* float32 weights on a host-memory backend are read in place from the mapped checkpoint (it stays open
+ * as long as the model): no copy, and no second 4 bytes per parameter of memory */
 static int load_matrix(kv_model *m, kv_weight *w, const char *name, int rows, int cols, kv_error *err) {
     const kv_tensor *t = need(m, name, rows, cols, err);
     if (!t) return -1;
+    if (m->k->host_memory && t->dtype == KV_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        *w = (kv_weight){.data = (void *)t->data, .dtype = KV_F32, .rows = rows, .cols = cols, .borrowed = 1};
+        return 0;
+    }
     return m->k->upload_weight(m->k, w, t->data, t->dtype, rows, cols, err);
+}
+
+static void free_weight(kv_kernels *k, kv_weight *w) {
+    if (w->data && !w->borrowed) k->free(k, w->data);
+    w->data = NULL;
 }
 
 /* 1-D tensors (norms, biases) become float32 device vectors. */
@@ -120,16 +132,17 @@ void free_model(kv_model *m) {
     if (k && m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             kv_layer *L = &m->layers[l];
-            void *bufs[] = {L->attn_norm, L->mlp_norm, L->wq.data, L->wk.data, L->wv.data, L->wo.data, L->w_gate.data,
-                            L->w_up.data, L->w_down.data, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm,
+            kv_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free_weight(k, ws[i]);
+            void *bufs[] = {L->attn_norm, L->mlp_norm, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm,
                             L->b_gate, L->b_up, L->b_down};
             for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
                 if (bufs[i]) k->free(k, bufs[i]);
         }
     }
     if (k) {
-        if (m->embed.data) k->free(k, m->embed.data);
-        if (m->lm_head.data && !m->lm_head_tied) k->free(k, m->lm_head.data);
+        if (!m->lm_head_tied) free_weight(k, &m->lm_head);
+        free_weight(k, &m->embed);
         if (m->final_norm) k->free(k, m->final_norm);
     }
     free(m->layers);
