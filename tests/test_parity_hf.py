@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 from harness import ROOT, Checks, run, tool  # noqa: E402
-from hf_models import BASE, CASES, TEXTS, build, reference  # noqa: E402
+from hf_models import BASE, CASES, TEXTS, build, maxdiff, reference  # noqa: E402
 
 KVTRACE = os.environ.get("KVTRACE", tool("kvtrace"))
 TOL = 1e-5
@@ -33,14 +33,6 @@ W = 16
 torch.set_num_threads(2)
 c = Checks("parity_hf")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
-
-def maxdiff(a, b, relative=False):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    d = np.abs(a - b)
-    if relative:
-        d = d / np.maximum(1.0, np.abs(b))
-    return float(np.max(d)) if d.size else 0.0
-
 
 def compare(label, got, want, relative):
     ok = got.shape == want.shape

@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 from harness import ROOT, Checks, run, tool  # noqa: E402
-from hf_models import TEXTS, reference  # noqa: E402
+from hf_models import TEXTS, maxdiff, reference  # noqa: E402
 
 MODEL = os.environ.get("KV_SMOLLM2_DIR") or os.path.join(ROOT, "models", "smollm2-135m-instruct")
 if not os.path.isfile(os.path.join(MODEL, "CONVERTED")):
@@ -49,14 +49,6 @@ MAX_TOKENS = 1024
 torch.set_num_threads(2)
 c = Checks("parity_smollm2")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
-
-
-def maxdiff(a, b, relative=False):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    d = np.abs(a - b)
-    if relative:
-        d = d / np.maximum(1.0, np.abs(b))
-    return float(np.max(d)) if d.size else 0.0
 
 
 class Diff:

@@ -149,3 +149,10 @@ def reference(model, ids):
     return attn, values, out.logits[0, -1].numpy()
 
 
+def maxdiff(a, b, relative=False):
+    """Largest |a - b| (relative: divided by max(1, |b|)), in float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = np.abs(a - b)
+    if relative:
+        d = d / np.maximum(1.0, np.abs(b))
+    return float(np.max(d)) if d.size else 0.0
