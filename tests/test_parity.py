@@ -50,6 +50,7 @@ for variant in VARIANTS:
     with h5py.File(out, "r") as f:
         c.check(f"{variant}: format attributes", f.attrs["format"] == "kvtrace" and f.attrs["format_version"] == 1
                 and f["model"].attrs["n_heads"] == cfg["num_attention_heads"])
+        c.check(f"{variant}: rope_precision attribute", f.attrs["rope_precision"] == "f64", str(f.attrs.get("rope_precision")))
         c.check(f"{variant}: config_json verbatim",
                 f.attrs["config_json"] == open(os.path.join(d, "config.json")).read())
         wo = f["model/wo"][:]
