@@ -8,7 +8,7 @@ and randomised weights, saved with save_pretrained, then loaded back with
 from_pretrained(dtype=float32). kvtrace traces the same
 directory; every dataset is compared with what transformers computes:
 attn, window (probabilities, 1e-5 absolute), colsum, values and last_logits
-(1e-5 relative to max(1, |value|)), and tokens for text prompts through the
+(1e-5 relative to max(1, |value|); last_logits 3e-5, see TOL_LOGITS), and tokens for text prompts through the
 model's tokenizer (AutoTokenizer). Prompts: one token, one longer than every
 sliding window, one of 2,048 tokens (4,200 where Mistral's default window of
 4,096 must show).
@@ -29,15 +29,22 @@ from hf_models import BASE, CASES, TEXTS, build, maxdiff, reference  # noqa: E40
 
 KVTRACE = os.environ.get("KVTRACE", tool("kvtrace"))
 TOL = 1e-5
+# last_logits carry the rounding of the whole float32 forward pass: on a
+# 2,048-token prompt two float32 implementations differ there by about 1e-5
+# (1.01e-5 measured on an AVX-512 Xeon, whose OpenBLAS kernels sum in another
+# order than the AMD machine's). Every config mistake this test exists to
+# catch moved them by 8.7e-2 or more when it was brought back (the least:
+# Mistral without its default window of 4,096).
+TOL_LOGITS = 3e-5
 W = 16
 torch.set_num_threads(2)
 c = Checks("parity_hf")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
 
-def compare(label, got, want, relative):
+def compare(label, got, want, relative, tol=TOL):
     ok = got.shape == want.shape
     diff = maxdiff(got, want, relative) if ok else float("inf")
-    c.check(f"{label} within {TOL:g}", ok and diff <= TOL, f"shape {got.shape} vs {want.shape}, max diff {diff:.3g}")
+    c.check(f"{label} within {tol:g}", ok and diff <= tol, f"shape {got.shape} vs {want.shape}, max diff {diff:.3g}")
 
 
 ONLY = os.environ.get("KV_PARITY_CASES")  # comma-separated case names, to rerun a few while developing
@@ -79,7 +86,7 @@ for name, (cls_name, changes, opts) in CASES.items():
             compare(f"{name}/{pid}: window", g["window"][:], attn[:, :, n - wp:, :], False)
             compare(f"{name}/{pid}: colsum", g["colsum"][:], attn.astype(np.float64).sum(axis=2), True)
             compare(f"{name}/{pid}: values", g["values"][:], values, True)
-            compare(f"{name}/{pid}: last_logits", g["last_logits"][:], logits, True)
+            compare(f"{name}/{pid}: last_logits", g["last_logits"][:], logits, True, TOL_LOGITS)
     del model
 
 # The bundled model is a real LlamaForCausalLM checkpoint (BF16, tied): the same comparison on a text prompt.
@@ -102,5 +109,5 @@ if c.check("bundled model: kvtrace runs", r.returncode == 0, r.stderr.strip()):
         compare("bundled model: attn", g["attn"][:], attn, False)
         compare("bundled model: colsum", g["colsum"][:], attn.astype(np.float64).sum(axis=2), True)
         compare("bundled model: values", g["values"][:], values, True)
-        compare("bundled model: last_logits", g["last_logits"][:], logits, True)
+        compare("bundled model: last_logits", g["last_logits"][:], logits, True, TOL_LOGITS)
 c.finish()
