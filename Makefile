@@ -8,9 +8,11 @@
 #   make CUDA=0     leave the CUDA backend out (it is also left out when nvcc is missing)
 #                   (switching between CUDA=0 and CUDA=1 needs a make clean)
 #
-# Layout: every .c file under common/, kernels/, tracer/, analyzer/, plots/
-# except <tool>/main.c goes into build/libkv.a; each tool is its main.c
-# linked against it; each tests/test_*.c is one Check test program.
+# Layout (README.md): one folder per concern, data flowing one way
+#   common -> format, kernels -> model, tokenizer -> policy -> tracer, fidelity, analyzer -> plots
+# Every .c file of MODULES except <tool>/main.c goes into build/libkv.a; each
+# tool is its main.c linked against it; each tests/test_*.c is one Check test
+# program.
 
 CC      ?= gcc
 comma   := ,
@@ -40,7 +42,8 @@ LDLIBS  += -fsanitize=address,undefined
 endif
 
 BUILD   := build
-LIBSRC  := $(filter-out %/main.c,$(wildcard common/*.c kernels/*.c tracer/*.c analyzer/*.c plots/*.c))
+MODULES := common format kernels model tokenizer policy tracer fidelity analyzer plots
+LIBSRC  := $(filter-out %/main.c,$(wildcard $(addsuffix /*.c,$(MODULES))))
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
 
 # CUDA backend: built when nvcc is found (CUDA=0 leaves it out). It needs no

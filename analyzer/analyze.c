@@ -11,7 +11,7 @@
 
 #include "analyzer/concentration.h"
 #include "analyzer/output.h"
-#include "common/trace_read.h"
+#include "format/trace_read.h"
 
 enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_N };
 static const char *const out_names[OUT_N] = {"fastgen_heads.csv", "eviction_loss.csv", "budgets.csv",

@@ -6,8 +6,8 @@
 
 #include <stdio.h>
 
-#include "analyzer/adakv.h"
-#include "analyzer/fastgen.h"
+#include "policy/adakv.h"
+#include "policy/fastgen.h"
 #include "common/error.h"
 
 #define KV_MAX_LIST 64

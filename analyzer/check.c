@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/trace_read.h"
+#include "format/trace_read.h"
 
 /* Row sums are accumulated in double; float16 maps carry ~5e-4 relative
  * error per entry, float32 ~6e-8. */

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analyzer/fastgen.h"
+#include "policy/fastgen.h"
 
 /* Order-preserving map of a float's bits to an unsigned key. */
 static inline uint32_t fkey(float f) {

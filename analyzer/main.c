@@ -12,7 +12,7 @@
 #include "analyzer/analyze.h"
 #include "analyzer/check.h"
 #include "common/cli.h"
-#include "common/trace.h"
+#include "format/trace.h"
 
 #define KVANALYZE_VERSION "0.1.0"
 
@@ -60,15 +60,6 @@ static int fail(const char *fmt, const char *a) {
     fprintf(stderr, fmt, a);
     fputc('\n', stderr);
     return 2;
-}
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
 }
 
 static int parse_int(const char *s, int *out) {
@@ -132,17 +123,17 @@ int main(int argc, char **argv) {
             int n = split(optarg, parts, KV_MAX_LIST);
             if (n <= 0) return fail("--threshold: expected T[,T...], got '%s'", optarg);
             for (int i = 0; i < n; i++)
-                if (parse_double(parts[i], &o.thresholds[i]) || !(o.thresholds[i] > 0 && o.thresholds[i] <= 1))
+                if (kv_parse_double(parts[i], &o.thresholds[i]) || !(o.thresholds[i] > 0 && o.thresholds[i] <= 1))
                     return fail("--threshold: '%s' is not a number in (0, 1]", parts[i]);
             o.n_thresholds = n;
             break;
         }
         case O_RL:
-            if (parse_double(optarg, &o.fg.r_local) || !(o.fg.r_local >= 0 && o.fg.r_local <= 1))
+            if (kv_parse_double(optarg, &o.fg.r_local) || !(o.fg.r_local >= 0 && o.fg.r_local <= 1))
                 return fail("--r-local: '%s' is not a number in [0, 1]", optarg);
             break;
         case O_RF:
-            if (parse_double(optarg, &o.fg.r_frequent) || !(o.fg.r_frequent >= 0 && o.fg.r_frequent <= 1))
+            if (kv_parse_double(optarg, &o.fg.r_frequent) || !(o.fg.r_frequent >= 0 && o.fg.r_frequent <= 1))
                 return fail("--r-frequent: '%s' is not a number in [0, 1]", optarg);
             break;
         case O_GQA:
@@ -188,7 +179,7 @@ int main(int argc, char **argv) {
                 return fail("--kernel: '%s' is not a positive odd integer", optarg);
             break;
         case O_ALPHA:
-            if (parse_double(optarg, &o.ada.alpha) || !(o.ada.alpha >= 0 && o.ada.alpha <= 1))
+            if (kv_parse_double(optarg, &o.ada.alpha) || !(o.ada.alpha >= 0 && o.ada.alpha <= 1))
                 return fail("--alpha: '%s' is not a number in [0, 1]", optarg);
             break;
         case O_PYR: o.pyramid = 1; break;

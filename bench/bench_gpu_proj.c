@@ -16,16 +16,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli.h"
 #include "common/dtype.h"
 #include "kernels/kernels.h"
 
 #define REPS 9
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -45,11 +40,11 @@ static double tracer_seconds(kv_kernels *k, int n, int out, int in, kv_error *er
     for (size_t i = 0; i < (size_t)out * in; i++) host[i] = (uint16_t)(0x3c00 + (i % 7)); /* BF16 ~ 0.0078 */
     if (k->upload_weight(k, &w, host, KV_BF16, out, in, err)) goto done;
     for (int r = -1; r < REPS; r++) { /* r = -1: warm-up */
-        double t0 = now_s();
+        double t0 = kv_now_s();
         for (int b = 0; b < KV_PEER_BATCH; b++)
             if (k->matmul(k, y, x, &w, NULL, n, err)) goto done;
         if (k->download(k, &probe, y, sizeof probe, err)) goto done;
-        if (r >= 0) t[r] = (now_s() - t0) / KV_PEER_BATCH;
+        if (r >= 0) t[r] = (kv_now_s() - t0) / KV_PEER_BATCH;
     }
     qsort(t, REPS, sizeof t[0], cmp_double);
     result = t[REPS / 2];

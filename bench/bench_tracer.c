@@ -14,13 +14,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "tracer/forward.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "common/cli.h"
+#include "model/forward.h"
 
 static int want_all(void *ctx, int layer) { (void)ctx, (void)layer; return 1; }
 static int sink_layer(void *ctx, int layer, const float *c, const float *w, const float *v, kv_error *err) {
@@ -50,13 +45,13 @@ static double sgemm_rate(const kv_config *c, int n) {
     for (size_t i = 0; i < (size_t)maxd * maxd; i++) w[i] = (float)(i % 5) * 0.1f;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        double flops = 0, t0 = now_s();
+        double flops = 0, t0 = kv_now_s();
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, shapes[s].out, shapes[s].in, 1.0f, x,
                         shapes[s].in, w, shapes[s].in, 0.0f, y, shapes[s].out);
             flops += 2.0 * n * shapes[s].out * shapes[s].in;
         }
-        double r = flops / (now_s() - t0) / 1e9;
+        double r = flops / (kv_now_s() - t0) / 1e9;
         best = r > best ? r : best;
     }
     free(x), free(w), free(y);
@@ -89,12 +84,12 @@ int main(int argc, char **argv) {
         kv_capture_hooks hooks = {.window = 64, .want_layer = want_all, .layer_done = sink_layer};
         double best = 1e30;
         for (int rep = 0; rep < 2; rep++) {
-            double t0 = now_s();
+            double t0 = kv_now_s();
             if (kv_forward(&m, tokens, n, &hooks, logits, &err)) {
                 fprintf(stderr, "bench_tracer: %s\n", err.msg);
                 return 1;
             }
-            double t = now_s() - t0;
+            double t = kv_now_s() - t0;
             best = t < best ? t : best;
         }
         double fwd = forward_flops(c, n) / best / 1e9, peer = sgemm_rate(c, n);

@@ -8,7 +8,7 @@
  *  - kv_forward over N tokens with colsum, window (64) and values captured,
  *    exactly the pass kvtrace runs per prompt (no HDF5 writes, no load);
  *  - sgemm-only: every projection GEMM of that pass in float32 as
- *    tracer/forward.c issues them (per layer q, k, v, o, gate, up, down at N
+ *    model/forward.c issues them (per layer q, k, v, o, gate, up, down at N
  *    rows; then lm_head for the last row only, R = 1), each against its own
  *    weight buffer of the real shape (one layer's worth, reused by every
  *    layer: a layer's weights already exceed the caches).
@@ -20,13 +20,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "tracer/forward.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "common/cli.h"
+#include "model/forward.h"
 
 static int want_all(void *ctx, int layer) { (void)ctx, (void)layer; return 1; }
 static int sink_layer(void *ctx, int layer, const float *c, const float *w, const float *v, kv_error *err) {
@@ -48,12 +43,12 @@ int main(int argc, char **argv) {
     kv_error err;
     kv_kernels *k = kv_kernels_cpu(0, &err);
     kv_model m;
-    double t_load = now_s();
+    double t_load = kv_now_s();
     if (!k || build_model(&m, argv[1], k, &err)) {
         fprintf(stderr, "blas_rate: %s\n", err.msg);
         return 1;
     }
-    t_load = now_s() - t_load;
+    t_load = kv_now_s() - t_load;
     const kv_config *c = &m.cfg;
     int D = c->hidden_size, FF = c->intermediate_size, QD = c->n_heads * c->head_dim,
         KVD = c->n_kv_heads * c->head_dim, V = c->vocab_size;
@@ -88,19 +83,19 @@ int main(int argc, char **argv) {
     printf("GEMMs of one pass: %d x 7 + lm_head (1 row) = %.1f GFLOP\n", c->n_layers, gemm_flops / 1e9);
     double best_fwd = 1e30, best_gemm = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = kv_now_s();
         if (kv_forward(&m, tokens, n, &hooks, logits, &err)) {
             fprintf(stderr, "blas_rate: %s\n", err.msg);
             return 1;
         }
-        double tf = now_s() - t0;
-        t0 = now_s();
+        double tf = kv_now_s() - t0;
+        t0 = kv_now_s();
         for (int l = 0; l < c->n_layers; l++)
             for (int s = 0; s < nl; s++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, layer[s].rows, layer[s].out, layer[s].in, 1.0f,
                             x, layer[s].in, w[s], layer[s].in, 0.0f, y, layer[s].out);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, V, D, 1.0f, x, D, w[7], D, 0.0f, y, V);
-        double tg = now_s() - t0;
+        double tg = kv_now_s() - t0;
         printf("rep %d: forward %.3f s (%.0f tokens/s), sgemm-only %.3f s (%.1f GFLOP/s), forward at %.1f %% of the "
                "sgemm rate\n",
                r + 1, tf, n / tf, tg, gemm_flops / tg / 1e9, 100 * tg / tf);

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static double now(void) {
     struct timespec ts;

@@ -7,10 +7,14 @@
 
 /* A decimal integer in [lo, hi], the whole string; 0 or -1. */
 int kv_parse_long(const char *s, long lo, long hi, long *out);
+/* A finite decimal floating-point number, the whole string; 0 or -1. */
+int kv_parse_double(const char *s, double *out);
 /* A size such as 512M, 8G, 1.5GB or 4096 (bytes); 0 or -1. */
 int kv_parse_size(const char *s, double *bytes);
 /* "35.2 GiB", "100 MiB", "12 KiB" */
 void kv_format_bytes(double bytes, char *out, size_t out_size);
+/* Seconds on the monotonic clock (for timings and progress lines). */
+double kv_now_s(void);
 /* MemAvailable from /proc/meminfo in bytes, or 0 when it cannot be told. */
 double kv_mem_available(void);
 

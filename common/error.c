@@ -43,3 +43,10 @@ void *kv_calloc(size_t count, size_t size, kv_error *err) {
     if (!p) kv_fail(err, "out of memory allocating %zu x %zu bytes", count, size);
     return p;
 }
+
+char *kv_strdup(const char *s, kv_error *err) {
+    size_t n = strlen(s);
+    char *c = kv_malloc(n + 1, err);
+    if (c) memcpy(c, s, n + 1);
+    return c;
+}

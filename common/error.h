@@ -21,5 +21,6 @@ int kv_wrap(kv_error *err, const char *fmt, ...) __attribute__((format(printf, 2
 /* Allocation helpers that report through kv_error instead of aborting. */
 void *kv_malloc(size_t n, kv_error *err);
 void *kv_calloc(size_t count, size_t size, kv_error *err);
+char *kv_strdup(const char *s, kv_error *err);
 
 #endif

@@ -1,4 +1,4 @@
-/* `kvtrace fidelity`: the command line around tracer/fidelity.c
+/* `kvtrace fidelity`: the command line around fidelity/fidelity.c
  * (docs/fidelity.md). */
 #include <errno.h>
 #include <getopt.h>
@@ -11,10 +11,10 @@
 
 #include "common/cli.h"
 #include "common/fileio.h"
-#include "tracer/fidelity.h"
-#include "tracer/forward.h"
-#include "tracer/prompts.h"
-#include "tracer/tokenizer.h"
+#include "fidelity/fidelity.h"
+#include "model/forward.h"
+#include "tokenizer/prompts.h"
+#include "tokenizer/tokenizer.h"
 
 #define MAX_SPECS 256
 #define MAX_SPECIAL_TEXTS 64
@@ -153,12 +153,6 @@ static int parse_options(int argc, char **argv, fid_options *o) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Tokenizes text prompts and checks every prompt against the model and the specs. */
 static int prepare_prompts(kv_prompt_set *ps, const kv_tokenizer *tok, const char *tok_path, const kv_config *cfg,
                            int min_tokens, const kv_fidelity_params *p, kv_error *err) {
@@ -283,21 +277,21 @@ static int run(const fid_options *o) {
             if (progress)
                 fprintf(stderr, "\rkvtrace fidelity: prompt %d/%d (%s), spec %d/%d   ", i + 1, ps.n, q->id, s + 1,
                         n_specs);
-            double t0 = now_s();
+            double t0 = kv_now_s();
             if (o->timings) { /* a plain pass right before each compressed one: paired timings */
                 if (kv_forward_ex(&m, q->ids, q->n_ids, NULL, NULL, o->p.continuation, plain, &err)) {
                     kv_fidelity_state_free(&st);
                     goto fail;
                 }
-                t_plain += now_s() - t0;
-                t0 = now_s();
+                t_plain += kv_now_s() - t0;
+                t0 = kv_now_s();
             }
             if (kv_fidelity_compressed(&m, q->ids, &st, s, comp, &err)) {
                 kv_wrap(&err, "%s: prompt '%s', spec '%s'", ps.source, q->id, specs[s].text);
                 kv_fidelity_state_free(&st);
                 goto fail;
             }
-            t_comp += now_s() - t0;
+            t_comp += kv_now_s() - t0;
             kv_fidelity_row r;
             kv_fidelity_metrics(&st, s, q->ids, comp, &r);
             write_row(out, q->id, &specs[s], o, q->n_ids, &r);

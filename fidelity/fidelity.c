@@ -1,28 +1,24 @@
 /* kvtrace fidelity: specs, kept sets, the two passes and the metrics
  * (docs/fidelity.md). Kept sets reuse the analyzer's own definitions
- * (analyzer/fastgen.h, analyzer/adakv.h) on the context's attention as the
+ * (policy/fastgen.h, policy/adakv.h) on the context's attention as the
  * reference pass computes it. */
-#include "tracer/fidelity.h"
+#include "fidelity/fidelity.h"
 
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "analyzer/adakv.h"
-#include "analyzer/fastgen.h"
+#include "policy/adakv.h"
+#include "policy/fastgen.h"
+#include "common/cli.h"
 #include "common/fileio.h"
-#include "common/trace.h"
-#include "tracer/forward.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "format/trace.h"
+#include "model/forward.h"
 
 const char *kv_spec_kind_name(kv_spec_kind k) {
     static const char *const names[] = {"full", "streaming", "adakv", "fastgen"};
@@ -30,24 +26,6 @@ const char *kv_spec_kind_name(kv_spec_kind k) {
 }
 
 /* ---- specs -------------------------------------------------------------- */
-
-static int parse_long(const char *s, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
 
 static int json_int(const cJSON *o, const char *name, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -186,7 +164,7 @@ int kv_spec_parse(kv_spec *s, const char *text, const kv_config *cfg, int obs_wi
         s->kind = KV_SPEC_FULL;
     } else if (!strcmp(kind, "streaming")) {
         s->kind = KV_SPEC_STREAMING;
-        if (!rest || parse_long(rest, &B))
+        if (!rest || kv_parse_long(rest, LONG_MIN, LONG_MAX, &B))
             return kv_fail(err, "spec '%s': expected streaming:B with B an integer budget per KV head", text);
         if (B <= KV_STREAMING_SINKS || B > 1 << 30)
             return kv_fail(err, "spec '%s': budget %ld must exceed the %d attention-sink positions StreamingLLM keeps",
@@ -201,7 +179,7 @@ int kv_spec_parse(kv_spec *s, const char *text, const kv_config *cfg, int obs_wi
         if (!alloc || (strcmp(alloc, "uniform") && strcmp(alloc, "adaptive")))
             return kv_fail(err, "spec '%s': expected adakv:uniform:B or adakv:adaptive:B[:alpha]", text);
         s->adaptive = !strcmp(alloc, "adaptive");
-        if (!b || parse_long(b, &B) || B > 1 << 30)
+        if (!b || kv_parse_long(b, LONG_MIN, LONG_MAX, &B) || B > 1 << 30)
             return kv_fail(err, "spec '%s': the budget '%s' is not an integer", text, b ? b : "");
         if (B <= obs_window)
             return kv_fail(err, "spec '%s': budget %ld must exceed the observation window (%d positions, always kept; "
@@ -209,7 +187,7 @@ int kv_spec_parse(kv_spec *s, const char *text, const kv_config *cfg, int obs_wi
         s->budget = (int)B;
         if (a) {
             if (!s->adaptive) return kv_fail(err, "spec '%s': alpha applies to adaptive budgets only", text);
-            if (parse_double(a, &s->alpha) || s->alpha < 0 || s->alpha > 1)
+            if (kv_parse_double(a, &s->alpha) || s->alpha < 0 || s->alpha > 1)
                 return kv_fail(err, "spec '%s': alpha '%s' is not a number from 0 to 1", text, a);
         }
     } else if (!strcmp(kind, "fastgen")) {
@@ -217,7 +195,7 @@ int kv_spec_parse(kv_spec *s, const char *text, const kv_config *cfg, int obs_wi
         char *t = rest ? strrchr(rest, ':') : NULL;
         if (!t || t == rest) return kv_fail(err, "spec '%s': expected fastgen:policies.json:T", text);
         *t++ = 0;
-        if (parse_double(t, &s->threshold) || s->threshold < 0 || s->threshold > 1)
+        if (kv_parse_double(t, &s->threshold) || s->threshold < 0 || s->threshold > 1)
             return kv_fail(err, "spec '%s': threshold '%s' is not a number from 0 to 1", text, t);
         if (load_policies(s, rest, cfg, err)) return -1;
     } else {
@@ -325,7 +303,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
     ref_ctx *r = p;
     kv_fidelity_state *st = r->st;
     const kv_config *c = &r->m->cfg;
-    double t0 = now_s();
+    double t0 = kv_now_s();
     int N = st->n, Nc = st->n_ctx, H = c->n_heads, KVH = c->n_kv_heads, hd = c->head_dim, D = c->hidden_size;
     int Q = st->Q, w = r->p->obs_window;
     int Wp = Q + (r->any_adakv ? w : 0), wrow0 = N - Wp;
@@ -370,7 +348,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
         st->rel_l1[s] += loss.relative_l1;
     }
     kv_loss_ctx_free(&lc);
-    st->t_select += now_s() - t0;
+    st->t_select += kv_now_s() - t0;
     return 0;
 }
 
@@ -426,9 +404,9 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
         goto done;
     kv_capture_hooks hooks = {.ctx = &r, .window = Q + (r.any_adakv ? p->obs_window : 0), .want_layer = want_layer,
                               .layer_done = layer_done};
-    double t0 = now_s();
+    double t0 = kv_now_s();
     if (kv_forward_ex(m, ids, n, &hooks, NULL, Q, st->ref_logits, err)) goto done;
-    st->t_reference = now_s() - t0;
+    st->t_reference = kv_now_s() - t0;
     rc = 0;
 done:
     free(r.cs_ctx), free(r.comb), free(r.cls), free(r.scores), free(r.tmp), free(r.head_order), free(r.all_order);

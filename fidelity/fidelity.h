@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "tracer/model.h"
+#include "model/model.h"
 
 #define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
 
@@ -86,7 +86,7 @@ void kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids,
                          kv_fidelity_row *row);
 void kv_fidelity_state_free(kv_fidelity_state *st);
 
-/* `kvtrace fidelity ...` (tracer/fidelity_cli.c) */
+/* `kvtrace fidelity ...` (fidelity/cli.c) */
 int kv_fidelity_main(int argc, char **argv);
 
 #endif

@@ -1,4 +1,4 @@
-#include "common/trace.h"
+#include "format/trace.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* Names and constants of the trace format (docs/trace-format.md). Shared by
- * the writer (common/trace_write.h) and the reader (common/trace_read.h). */
+ * the writer (format/trace_write.h) and the reader (format/trace_read.h). */
 #ifndef KV_TRACE_H
 #define KV_TRACE_H
 

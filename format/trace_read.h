@@ -13,13 +13,12 @@
 #define KV_TRACE_READ_H
 
 #include <stdint.h>
-#include <hdf5.h>
 
 #include "common/error.h"
-#include "common/trace.h"
+#include "format/trace.h"
 
 typedef struct {
-    hid_t file;
+    int64_t file;          /* hid_t (HDF5's ids are int64_t; <hdf5.h> stays inside format/) */
     char *path;
     /* file attributes */
     char *model;           /* attribute "model" */
@@ -53,8 +52,8 @@ typedef struct {
     int has_values;
     int has_pieces;
     uint8_t *flags;        /* [N] token flags (KV_FLAG_*) */
-    hid_t group;
-    hid_t d_attn, d_colsum, d_window, d_values; /* -1 when absent */
+    int64_t group;         /* hid_t */
+    int64_t d_attn, d_colsum, d_window, d_values; /* hid_t; -1 when absent */
     /* fast path for attn: raw chunks [1, 1, rows, N] decompressed on threads */
     int attn_fast;         /* 1 when usable (float32/float16 LE, shuffle and/or deflate only) */
     int attn_elem;         /* bytes per stored element: 4 or 2 */
@@ -114,9 +113,5 @@ int kv_prompt_read_tokens(const kv_prompt *p, int32_t *out, kv_error *err);
  * kv_strings_free), or NULL on error. All empty when the trace has none. */
 char **kv_prompt_read_pieces(const kv_prompt *p, kv_error *err);
 void kv_strings_free(char **s, int n);
-
-/* Reads a string attribute (variable-length or fixed-length) of an object;
- * returns a malloc'd copy or NULL (err filled). */
-char *kv_h5_read_string_attr(hid_t obj, const char *name, const char *where, kv_error *err);
 
 #endif

@@ -18,7 +18,7 @@
  * as stored by PyTorch's nn.Linear. */
 typedef struct {
     void *data;   /* device memory, or (borrowed) the caller's host memory */
-    int dtype;    /* kv_dtype of data (tracer/safetensors.h) */
+    int dtype;    /* kv_dtype of data (model/safetensors.h) */
     int rows, cols;
     int borrowed; /* data is not the backend's: never freed through it */
 } kv_weight;

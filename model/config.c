@@ -1,4 +1,4 @@
-#include "tracer/config.h"
+#include "model/config.h"
 
 #include <cJSON.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-#include "tracer/forward.h"
+#include "model/forward.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -68,7 +68,7 @@ static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, i
     return 0;
 }
 
-/* cos/sin [n, hd/2] at positions 0..n-1 (tracer/rope.c). */
+/* cos/sin [n, hd/2] at positions 0..n-1 (model/rope.c). */
 static int upload_rope_tables(kv_kernels *k, run_state *s, const kv_model *m, int n, kv_error *err) {
     size_t bytes = (size_t)n * (m->cfg.head_dim / 2) * sizeof(float);
     float *cs = kv_malloc(bytes, err), *sn = kv_malloc(bytes, err);

@@ -3,7 +3,7 @@
 #ifndef KV_FORWARD_H
 #define KV_FORWARD_H
 
-#include "tracer/model.h"
+#include "model/model.h"
 
 typedef struct {
     void *ctx;

@@ -1,4 +1,4 @@
-#include "tracer/model.h"
+#include "model/model.h"
 
 #include <stdint.h>
 #include <stdio.h>

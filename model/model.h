@@ -4,8 +4,8 @@
 #define KV_MODEL_H
 
 #include "kernels/kernels.h"
-#include "tracer/config.h"
-#include "tracer/safetensors.h"
+#include "model/config.h"
+#include "model/safetensors.h"
 
 typedef struct {
     float *attn_norm;         /* [D] input_layernorm */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tracer/config.h"
+#include "model/config.h"
 
 #define R(x) (f32 ? (double)(float)(x) : (x))
 

@@ -1,4 +1,4 @@
-#include "tracer/safetensors.h"
+#include "model/safetensors.h"
 
 #include <cJSON.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/trace_read.h"
+#include "format/trace_read.h"
 #include "plots/csv.h"
 #include "plots/plot.h"
 

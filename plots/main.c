@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "common/fileio.h"
 #include "plots/fig_fidelity.h"
 #include "plots/plot.h"
@@ -81,24 +82,6 @@ static const struct {
     {"l1_vs_kl", kvp_fig_l1_vs_kl},
 };
 #define N_FIGS ((int)(sizeof FIGS / sizeof FIGS[0]))
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_long(const char *s, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno) return -1;
-    *out = v;
-    return 0;
-}
 
 /* Removes the work directory and everything in it (one level). */
 static void remove_workdir(const char *dir) {
@@ -235,19 +218,19 @@ int main(int argc, char **argv) {
         case O_FIDELITY: kvp_fidelity_csv = optarg; break;
         case 'f': formats = optarg; break;
         case 't':
-            if (parse_double(optarg, &c.threshold) || c.threshold <= 0 || c.threshold > 1)
+            if (kv_parse_double(optarg, &c.threshold) || c.threshold <= 0 || c.threshold > 1)
                 return die("--threshold '%s': expected a number in (0, 1]", optarg);
             break;
         case 'b':
-            if (parse_long(optarg, &c.budget) || c.budget <= 0)
+            if (kv_parse_long(optarg, LONG_MIN, LONG_MAX, &c.budget) || c.budget <= 0)
                 return die("--budget '%s': expected a positive integer", optarg);
             break;
         case O_WIDTH:
-            if (parse_double(optarg, &c.width_in) || c.width_in < 1 || c.width_in > 20)
+            if (kv_parse_double(optarg, &c.width_in) || c.width_in < 1 || c.width_in > 20)
                 return die("--width-in '%s': expected inches in [1, 20]", optarg);
             break;
         case O_DPI:
-            if (parse_long(optarg, &lv) || lv < 50 || lv > 1200)
+            if (kv_parse_long(optarg, LONG_MIN, LONG_MAX, &lv) || lv < 50 || lv > 1200)
                 return die("--dpi '%s': expected an integer in [50, 1200]", optarg);
             c.dpi = (int)lv;
             break;
@@ -274,12 +257,12 @@ int main(int argc, char **argv) {
             break;
         }
         case O_MAXCELLS:
-            if (parse_long(optarg, &lv) || lv < 8 || lv > 4096)
+            if (kv_parse_long(optarg, LONG_MIN, LONG_MAX, &lv) || lv < 8 || lv > 4096)
                 return die("--max-cells '%s': expected an integer in [8, 4096]", optarg);
             c.max_cells = (int)lv;
             break;
         case O_LABELS:
-            if (parse_long(optarg, &lv) || lv < 0 || lv > 1000)
+            if (kv_parse_long(optarg, LONG_MIN, LONG_MAX, &lv) || lv < 0 || lv > 1000)
                 return die("--label-tokens '%s': expected an integer in [0, 1000]", optarg);
             c.label_tokens = (int)lv;
             break;

@@ -1,4 +1,4 @@
-#include "analyzer/adakv.h"
+#include "policy/adakv.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -1,10 +1,10 @@
-#include "analyzer/fastgen.h"
+#include "policy/fastgen.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/trace.h"
+#include "format/trace.h"
 
 const char *const kv_rung_policy[KV_N_RUNGS] = {
     "special", "special+punct", "special+punct+frequent", "special+punct+frequent+local", "full"};

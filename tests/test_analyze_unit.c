@@ -8,9 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "analyzer/adakv.h"
-#include "analyzer/fastgen.h"
-#include "common/trace_read.h"
+#include "policy/adakv.h"
+#include "policy/fastgen.h"
+#include "format/h5util.h" /* the reader's attribute helper, for a check */
+#include "format/trace_read.h"
 
 static double kept_mass(const double *w, const uint8_t *keep, int n) {
     double s = 0;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* ------------------------------------------------------------ fixtures */
 

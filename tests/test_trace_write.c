@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "common/dtype.h"
-#include "common/trace_read.h"
-#include "common/trace_write.h"
+#include "format/trace_read.h"
+#include "format/trace_write.h"
 
 enum { L = 2, H = 3, KVH = 1, HD = 4, D = 8, V = 10, N = 150, W = 16 };
 

@@ -4,7 +4,7 @@
  * symbols form a doubly linked list; a min-heap holds candidate merges
  * ordered by (rank, position); a popped candidate is applied only if the
  * pair at its position still merges into the same id. O(n log n) per word. */
-#include "tracer/tokenizer_internal.h"
+#include "tokenizer/internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static const char USAGE[] =
     "usage: kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F)\n"

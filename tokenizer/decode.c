@@ -5,8 +5,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "tracer/tokenizer.h"
-#include "tracer/tokenizer_priv.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/priv.h"
 
 /* a list of token strings, as the decoders see them */
 typedef struct {

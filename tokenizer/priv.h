@@ -1,5 +1,5 @@
-/* The kv_tokenizer struct, shared by tracer/tokenizer.c (load, encode) and
- * tracer/tokenizer_info.c (decode, pieces, flags). Not a public header. */
+/* The kv_tokenizer struct, shared by tokenizer/tokenizer.c (load, encode) and
+ * tokenizer/decode.c (decode, pieces, flags). Not a public header. */
 #ifndef KV_TOKENIZER_PRIV_H
 #define KV_TOKENIZER_PRIV_H
 
@@ -8,7 +8,7 @@
 #endif
 #include <pcre2.h>
 
-#include "tracer/tokenizer_internal.h"
+#include "tokenizer/internal.h"
 
 #define KV_TOK_MAX_STEPS 16   /* per component chain */
 #define KV_TMPL_SEQ INT32_MIN /* the "A" sequence in a template */

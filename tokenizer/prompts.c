@@ -1,4 +1,4 @@
-#include "tracer/prompts.h"
+#include "tokenizer/prompts.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/fileio.h"
-#include "common/trace.h"
+#include "format/trace.h"
 
 /* A few short, varied English passages: prose with punctuation, a list, a
  * dialogue with quotes, and code-like text, so that every head kind shows. */

@@ -3,7 +3,7 @@
  * Face tokenizers. Token flags live in tokenizer_info.c, the BPE model in
  * tokenizer_bpe.c. */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -13,8 +13,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "tracer/tokenizer_internal.h"
-#include "tracer/tokenizer_priv.h"
+#include "tokenizer/internal.h"
+#include "tokenizer/priv.h"
 
 /* GPT-2 split pattern of the ByteLevel pre-tokenizer (use_regex). */
 static const char GPT2_PATTERN[] =

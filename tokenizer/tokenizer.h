@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
-#include "common/trace.h"
+#include "format/trace.h"
 
 typedef struct kv_tokenizer kv_tokenizer;
 

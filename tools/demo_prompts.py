@@ -48,7 +48,7 @@ CHATS = {
     ],
 }
 PROSE = ("news-ca30", "fiction-ck16", "learned-cj56")
-CODE = ("tracer/config.c",)
+CODE = ("model/config.c",)
 
 
 def paragraphs(tok, path, at_most=None, at_least=None):

@@ -13,11 +13,11 @@
 
 #include "common/cli.h"
 #include "common/fileio.h"
-#include "common/trace_write.h"
-#include "tracer/fidelity.h"
-#include "tracer/forward.h"
-#include "tracer/prompts.h"
-#include "tracer/tokenizer.h"
+#include "format/trace_write.h"
+#include "fidelity/fidelity.h"
+#include "model/forward.h"
+#include "tokenizer/prompts.h"
+#include "tokenizer/tokenizer.h"
 
 #define KVTRACE_VERSION "0.1.0"
 #define MAX_SPECIAL_TEXTS 64
@@ -266,7 +266,7 @@ typedef struct {
 } trace_ctx;
 
 /* Host memory a CPU run needs: float32 weights plus the activations of the
- * longest prompt (tracer/forward.c) and, with full maps, the writer's chunk
+ * longest prompt (model/forward.c) and, with full maps, the writer's chunk
  * queue, against MemAvailable or --max-memory. */
 static int check_memory(const kv_config *c, const kv_prompt_set *ps, const options *o, const kv_kernels *k,
                         kv_error *err) {
@@ -299,12 +299,6 @@ static int check_memory(const kv_config *c, const kv_prompt_set *ps, const optio
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { interrupted = sig; }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int want_layer(void *p, int layer) { return ((trace_ctx *)p)->slot_of_layer[layer] >= 0; }
 
 static int map_block(void *p, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err) {
@@ -334,7 +328,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
 static void progress(void *p, int layer) {
     trace_ctx *t = p;
     if (!t->progress) return;
-    double el = now_s() - t->t_start;
+    double el = kv_now_s() - t->t_start;
     double done = t->tokens_done + (double)t->n * (layer + 1) / t->cfg->n_layers;
     fprintf(stderr, "\rkvtrace: prompt %d/%d (%s, %d tokens) layer %d/%d  %.0f tokens/s   ", t->prompt_index + 1,
             t->n_prompts, t->prompt_id, t->n, layer + 1, t->cfg->n_layers, el > 0 ? done / el : 0.0);
@@ -490,7 +484,7 @@ static int run(const options *o) {
         if (kv_model_read_wo(&m, layers[s], wo, &err) || kv_trace_write_wo(w, s, wo, &err)) goto fail;
 
     trace_ctx t = {.w = w, .cfg = c, .slot_of_layer = slot_of_layer, .full_maps = o->full_maps,
-                   .progress = isatty(2), .n_prompts = ps.n, .t_start = now_s()};
+                   .progress = isatty(2), .n_prompts = ps.n, .t_start = kv_now_s()};
     int resumed = kv_trace_n_prompts(w);
     for (int i = 0; i < ps.n; i++) {
         t.prompt_index = i;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tracer/fidelity.h"
+#include "fidelity/fidelity.h"
 
 static int dump(const char *dir, const char *name, const void *p, size_t bytes) {
     char path[4096];

@@ -1,6 +1,6 @@
 /* libFuzzer: config.json reading (architectures, sizes, rope scaling). */
 #include "tests/fuzz/fuzz_common.h"
-#include "tracer/config.h"
+#include "model/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write_file("config.json", data, size);

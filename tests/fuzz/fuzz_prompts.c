@@ -1,7 +1,7 @@
 /* libFuzzer: the prompt JSONL reader. */
-#include "common/trace.h"
+#include "format/trace.h"
 #include "tests/fuzz/fuzz_common.h"
-#include "tracer/prompts.h"
+#include "tokenizer/prompts.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write_file("prompts.jsonl", data, size);

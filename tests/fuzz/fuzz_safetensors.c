@@ -1,6 +1,6 @@
 /* libFuzzer: the safetensors header reader and the tensors it accepts. */
 #include "tests/fuzz/fuzz_common.h"
-#include "tracer/safetensors.h"
+#include "model/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write_file("model.safetensors", data, size);

@@ -2,7 +2,7 @@
  * Input: a tokenizer.json document, a NUL byte, then the text to encode
  * (no NUL: the whole input is the document and the text is fixed). */
 #include "tests/fuzz/fuzz_common.h"
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *nul = memchr(data, 0, size);

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "tracer/config.h"
+#include "model/config.h"
 
 int main(int argc, char **argv) {
     kv_config cfg;

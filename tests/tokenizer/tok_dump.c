@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "tracer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
