@@ -12,6 +12,7 @@
 #include "analyzer/concentration.h"
 #include "analyzer/output.h"
 #include "format/trace_read.h"
+#include "policy/policy_file.h"
 
 enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_N };
 static const char *const out_names[OUT_N] = {"fastgen_heads.csv", "eviction_loss.csv", "budgets.csv",
@@ -363,103 +364,62 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
 
 /* ---------------------------------------------------------- JSON files */
 
-static cJSON *str_array(char **s, int n) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(s[i]));
-    return a;
-}
-
-static cJSON *head_obj(const kv_run *R, int li, int task, double T, double *kept_out) {
+/* One head's aggregated recoveries and the rung they choose at T. */
+static void head_policy(const kv_run *R, int li, int task, double T, kv_head_policy *out) {
     const kv_agg *a = &R->agg;
     int ntask = a->H + a->KVH;
-    int head = task >= a->H ? task - a->H : task;
-    double rec[KV_N_RUNGS], kept[KV_N_RUNGS];
+    double kept[KV_N_RUNGS];
+    out->head = task >= a->H ? task - a->H : task;
     for (int c = 0; c < KV_N_RUNGS; c++) {
         size_t ix = ((size_t)li * ntask + task) * KV_N_RUNGS + c;
-        rec[c] = R->o->aggregate_min ? a->rec_min[ix] : a->rec_sum[ix] / a->n_prompts;
+        out->recovery[c] = R->o->aggregate_min ? a->rec_min[ix] : a->rec_sum[ix] / a->n_prompts;
         kept[c] = a->kept_sum[ix] / a->n_prompts;
     }
-    rec[KV_RUNG_FULL] = 1.0;
-    int ch = kv_fastgen_choose(rec, T);
-    cJSON *h = cJSON_CreateObject();
-    cJSON_AddNumberToObject(h, "head", head);
-    cJSON_AddStringToObject(h, "policy", kv_rung_policy[ch]);
-    cJSON *comp = cJSON_AddArrayToObject(h, "components");
-    if (ch == KV_RUNG_FULL) cJSON_AddItemToArray(comp, cJSON_CreateString("full"));
-    else
-        for (int c = 0; c <= ch; c++) cJSON_AddItemToArray(comp, cJSON_CreateString(kv_rung_component[c]));
-    cJSON_AddNumberToObject(h, "kept_fraction", kept[ch]);
-    cJSON *r = cJSON_AddObjectToObject(h, "recovery");
-    for (int c = 0; c < KV_N_RUNGS; c++) cJSON_AddNumberToObject(r, kv_rung_component[c], rec[c]);
-    if (kept_out) *kept_out = kept[ch];
-    return h;
-}
-
-static int write_json(FILE *fp, cJSON *root, kv_error *err) {
-    char *s = cJSON_Print(root);
-    if (!s) return kv_fail(err, "out of memory printing JSON");
-    fputs(s, fp);
-    fputc('\n', fp);
-    cJSON_free(s);
-    return 0;
+    out->recovery[KV_RUNG_FULL] = 1.0;
+    out->policy = kv_fastgen_choose(out->recovery, T);
+    out->components = kv_rung_components(out->policy);
+    out->kept_fraction = kept[out->policy];
 }
 
 static int write_policies(kv_run *R, char **ids, int nids, kv_error *err, double *kept_total) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *par = cJSON_AddObjectToObject(root, "parameters");
-    cJSON_AddItemToObject(par, "thresholds", cJSON_CreateDoubleArray(o->thresholds, o->n_thresholds));
-    cJSON_AddNumberToObject(par, "r_local", o->fg.r_local);
-    cJSON_AddNumberToObject(par, "r_frequent", o->fg.r_frequent);
-    cJSON_AddStringToObject(par, "gqa", o->gqa_max ? "max" : "mean");
-    cJSON_AddStringToObject(par, "aggregate", o->aggregate_min ? "min" : "mean");
-    cJSON_AddNumberToObject(par, "skip_rows", o->fg.skip_rows);
-    cJSON_AddStringToObject(par, "rows", R->agg.n_rows_window == 0 ? "all" : R->agg.n_rows_all == 0 ? "window" : "mixed");
-    cJSON_AddStringToObject(par, "trace", o->trace_path);
-    cJSON_AddStringToObject(par, "model", t->model);
-    cJSON_AddItemToObject(par, "prompts", str_array(ids, nids));
-    cJSON *m = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddNumberToObject(m, "n_layers", t->n_layers);
-    cJSON_AddNumberToObject(m, "n_heads", t->n_heads);
-    cJSON_AddNumberToObject(m, "n_kv_heads", t->n_kv_heads);
-    cJSON_AddNumberToObject(m, "head_dim", t->head_dim);
-    cJSON_AddNumberToObject(m, "hidden_size", t->hidden_size);
-    cJSON_AddItemToObject(m, "layers", cJSON_CreateIntArray(t->layers, t->L));
-    cJSON *pol = cJSON_AddArrayToObject(root, "policies");
-    int H = t->n_heads, KVH = t->n_kv_heads;
+    int H = t->n_heads, KVH = t->n_kv_heads, rc = -1;
+    kv_policy_file p = {.r_local = o->fg.r_local, .r_frequent = o->fg.r_frequent, .gqa_max = o->gqa_max,
+                        .aggregate_min = o->aggregate_min, .skip_rows = o->fg.skip_rows, .prompts = ids,
+                        .n_prompts = nids, .n_layers = t->n_layers, .n_heads = H, .n_kv_heads = KVH,
+                        .head_dim = t->head_dim, .hidden_size = t->hidden_size, .traced = t->layers,
+                        .n_traced = t->L, .n_thr = o->n_thresholds};
+    snprintf(p.rows, sizeof p.rows, "%s", R->agg.n_rows_window == 0 ? "all" : R->agg.n_rows_all == 0 ? "window" : "mixed");
+    snprintf(p.trace, sizeof p.trace, "%s", o->trace_path);
+    snprintf(p.model, sizeof p.model, "%s", t->model);
     double mean_tokens = R->agg.mean_tokens / R->agg.n_prompts;
+    double full = 2.0 * t->L * KVH * t->head_dim * mean_tokens * 2; /* K and V, fp16 */
+    kv_layer_policy *layers = kv_calloc((size_t)o->n_thresholds * t->L, sizeof *layers, err);
+    kv_head_policy *heads = kv_calloc((size_t)o->n_thresholds * t->L * (H + KVH), sizeof *heads, err);
+    p.thr = kv_calloc(o->n_thresholds, sizeof *p.thr, err);
+    if (!layers || !heads || !p.thr) goto done;
     for (int k = 0; k < o->n_thresholds; k++) {
-        cJSON *th = cJSON_CreateObject();
-        cJSON_AddItemToArray(pol, th);
-        cJSON_AddNumberToObject(th, "threshold", o->thresholds[k]);
-        cJSON *layers = cJSON_AddArrayToObject(th, "layers");
+        kv_threshold_policy *tp = &p.thr[k];
+        *tp = (kv_threshold_policy){.threshold = o->thresholds[k], .n_layers = t->L,
+                                    .layers = layers + (size_t)k * t->L, .mean_tokens = mean_tokens,
+                                    .kv_bytes_full = full};
         double kept = 0;
         for (int li = 0; li < t->L; li++) {
-            cJSON *lo = cJSON_CreateObject();
-            cJSON_AddItemToArray(layers, lo);
-            cJSON_AddNumberToObject(lo, "layer", t->layers[li]);
-            cJSON *kvh = cJSON_AddArrayToObject(lo, "kv_heads");
-            for (int g = 0; g < KVH; g++) {
-                double kf;
-                cJSON_AddItemToArray(kvh, head_obj(R, li, H + g, o->thresholds[k], &kf));
-                kept += kf;
-            }
-            cJSON *qh = cJSON_AddArrayToObject(lo, "query_heads");
-            for (int h = 0; h < H; h++) cJSON_AddItemToArray(qh, head_obj(R, li, h, o->thresholds[k], NULL));
+            kv_head_policy *hp = heads + ((size_t)k * t->L + li) * (H + KVH);
+            tp->layers[li] = (kv_layer_policy){.layer = t->layers[li], .n_kv = KVH, .n_q = H, .kv = hp + H, .q = hp};
+            for (int task = 0; task < H + KVH; task++) head_policy(R, li, task, o->thresholds[k], &hp[task]);
+            for (int g = 0; g < KVH; g++) kept += hp[H + g].kept_fraction;
         }
         kept /= (double)t->L * KVH;
-        kept_total[k] = kept;
-        cJSON *mem = cJSON_AddObjectToObject(th, "memory");
-        double full = 2.0 * t->L * KVH * t->head_dim * mean_tokens * 2;
-        cJSON_AddNumberToObject(mem, "kept_fraction", kept);
-        cJSON_AddNumberToObject(mem, "bytes_per_element", 2);
-        cJSON_AddNumberToObject(mem, "mean_tokens", mean_tokens);
-        cJSON_AddNumberToObject(mem, "kv_bytes_full", full);
-        cJSON_AddNumberToObject(mem, "kv_bytes_kept", kept * full);
+        kept_total[k] = tp->mem_kept_fraction = kept;
+        tp->kv_bytes_kept = kept * full;
     }
-    int rc = write_json(R->out.f[OUT_POLICIES].fp, root, err);
-    cJSON_Delete(root);
+    rc = kv_policies_write(R->out.f[OUT_POLICIES].fp, &p, err);
+done:
+    free(layers);
+    free(heads);
+    free(p.thr);
     return rc;
 }
 
@@ -467,63 +427,54 @@ static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
     const kv_adakv_params *ap = &o->ada;
-    int KVH = t->n_kv_heads, w = ap->obs_window;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *par = cJSON_AddObjectToObject(root, "parameters");
-    cJSON_AddStringToObject(par, "scorer", scorer_name[ap->scorer]);
-    cJSON_AddStringToObject(par, "pool", pool_name[ap->pool]);
-    cJSON_AddNumberToObject(par, "kernel", ap->kernel);
-    cJSON_AddNumberToObject(par, "obs_window", w);
-    cJSON_AddNumberToObject(par, "alpha", ap->alpha);
-    cJSON_AddStringToObject(par, "gqa", o->gqa_max ? "max" : "mean");
-    cJSON_AddBoolToObject(par, "pyramid", o->pyramid);
-    char evalname[32];
-    if (ap->future_q) snprintf(evalname, sizeof evalname, "future:%d", ap->future_q);
-    else snprintf(evalname, sizeof evalname, "window");
-    cJSON_AddStringToObject(par, "eval", evalname);
-    cJSON_AddStringToObject(par, "trace", o->trace_path);
-    cJSON_AddStringToObject(par, "model", t->model);
-    cJSON_AddItemToObject(par, "prompts", str_array(ids, nids));
-    cJSON *bud = cJSON_AddArrayToObject(root, "budgets");
-    int *kb = malloc((size_t)KVH * sizeof *kb);
-    double *rem = malloc((size_t)KVH * sizeof *rem);
+    int KVH = t->n_kv_heads, w = ap->obs_window, rc = -1;
+    kv_budget_file b = {.kernel = ap->kernel, .obs_window = w, .alpha = ap->alpha, .gqa_max = o->gqa_max,
+                        .pyramid = o->pyramid, .prompts = ids, .n_prompts = nids, .n = o->n_budgets};
+    snprintf(b.scorer, sizeof b.scorer, "%s", scorer_name[ap->scorer]);
+    snprintf(b.pool, sizeof b.pool, "%s", pool_name[ap->pool]);
+    if (ap->future_q) snprintf(b.eval, sizeof b.eval, "future:%d", ap->future_q);
+    else snprintf(b.eval, sizeof b.eval, "window");
+    snprintf(b.trace, sizeof b.trace, "%s", o->trace_path);
+    snprintf(b.model, sizeof b.model, "%s", t->model);
+    size_t nl = (size_t)o->n_budgets * t->L;
+    b.sets = kv_calloc(o->n_budgets, sizeof *b.sets, err);
+    kv_budget_layer *layers = kv_calloc(nl, sizeof *layers, err);
+    int *kb = kv_malloc(nl * KVH * sizeof *kb, err);
+    double *rem = kv_malloc((size_t)KVH * sizeof *rem, err);
+    if (!b.sets || !layers || !kb || !rem) goto done;
     for (int bi = 0; bi < o->n_budgets; bi++) {
-        cJSON *bo = cJSON_CreateObject();
-        cJSON_AddItemToArray(bud, bo);
-        cJSON_AddNumberToObject(bo, "budget", o->budgets[bi]);
-        cJSON *layers = cJSON_AddArrayToObject(bo, "layers");
+        b.sets[bi] = (kv_budget_set){.budget = o->budgets[bi], .n_layers = t->L, .layers = layers + (size_t)bi * t->L};
         for (int li = 0; li < t->L; li++) {
             /* the runtime schedule does not depend on a prompt's length: no clamp to P */
-            int b = o->budgets[bi] - w;
-            int lb = (o->pyramid ? kv_pyramid_prefix_budget(b, t->layers[li], t->n_layers, INT_MAX) : b) + w;
+            int bp = o->budgets[bi] - w;
+            int lb = (o->pyramid ? kv_pyramid_prefix_budget(bp, t->layers[li], t->n_layers, INT_MAX) : bp) + w;
+            int *k = kb + ((size_t)bi * t->L + li) * KVH;
             long total = (long)KVH * (lb - w), given = 0;
             for (int g = 0; g < KVH; g++) {
                 double share = R->agg.share[((size_t)bi * t->L + li) * KVH + g] / R->agg.n_prompts;
                 double x = share * total;
-                kb[g] = (int)floor(x);
-                rem[g] = x - kb[g];
-                given += kb[g];
+                k[g] = (int)floor(x);
+                rem[g] = x - k[g];
+                given += k[g];
             }
             while (given < total) { /* largest remainder, ties lower head */
                 int best = 0;
                 for (int g = 1; g < KVH; g++)
                     if (rem[g] > rem[best]) best = g;
-                kb[best]++;
+                k[best]++;
                 rem[best] = -1;
                 given++;
             }
-            for (int g = 0; g < KVH; g++) kb[g] += w;
-            cJSON *lo = cJSON_CreateObject();
-            cJSON_AddItemToArray(layers, lo);
-            cJSON_AddNumberToObject(lo, "layer", t->layers[li]);
-            cJSON_AddNumberToObject(lo, "layer_budget", lb);
-            cJSON_AddItemToObject(lo, "kv_budgets", cJSON_CreateIntArray(kb, KVH));
+            for (int g = 0; g < KVH; g++) k[g] += w;
+            b.sets[bi].layers[li] = (kv_budget_layer){.layer = t->layers[li], .layer_budget = lb, .n_kv = KVH, .kv_budgets = k};
         }
     }
+    rc = kv_budgets_write(R->out.f[OUT_BUDGETS_JSON].fp, &b, err);
+done:
+    free(b.sets);
+    free(layers);
     free(kb);
     free(rem);
-    int rc = write_json(R->out.f[OUT_BUDGETS_JSON].fp, root, err);
-    cJSON_Delete(root);
     return rc;
 }
 

@@ -4,7 +4,6 @@
  * reference pass computes it. */
 #include "fidelity/fidelity.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -27,124 +26,45 @@ const char *kv_spec_kind_name(kv_spec_kind k) {
 
 /* ---- specs -------------------------------------------------------------- */
 
-static int json_int(const cJSON *o, const char *name, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsNumber(v)) return -1;
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
-static int json_num(const cJSON *o, const char *name, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsNumber(v)) return -1;
-    *out = v->valuedouble;
-    return 0;
-}
-
-/* Reads a kvanalyze policies.json (docs/analyzer.md) at threshold T into s. */
+/* Reads a kvanalyze policies.json (policy/policy_file.h) at threshold T into s. */
 static int load_policies(kv_spec *s, const char *path, const kv_config *cfg, kv_error *err) {
-    size_t len;
-    char *text = kv_read_file(path, (size_t)1 << 30, &len, err);
-    if (!text) return kv_wrap(err, "spec '%s'", s->text);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
+    kv_policy_file *p = kv_policies_read(path, err);
+    if (!p) return kv_wrap(err, "spec '%s'", s->text);
     int rc = -1;
-    if (!root) {
-        kv_fail(err, "%s: not valid JSON (expected a policies.json written by kvanalyze)", path);
-        goto done;
-    }
-    const cJSON *par = cJSON_GetObjectItemCaseSensitive(root, "parameters");
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const cJSON *pol = cJSON_GetObjectItemCaseSensitive(root, "policies");
-    int nl, nh, nkv, hd, D;
-    if (!cJSON_IsObject(par) || !cJSON_IsObject(model) || !cJSON_IsArray(pol) || json_int(model, "n_layers", &nl) ||
-        json_int(model, "n_heads", &nh) || json_int(model, "n_kv_heads", &nkv) || json_int(model, "head_dim", &hd) ||
-        json_int(model, "hidden_size", &D)) {
-        kv_fail(err, "%s: not a kvanalyze policies.json (needs parameters, model with n_layers, n_heads, n_kv_heads, "
-                     "head_dim, hidden_size, and policies)", path);
-        goto done;
-    }
-    if (nl != cfg->n_layers || nh != cfg->n_heads || nkv != cfg->n_kv_heads || hd != cfg->head_dim ||
-        D != cfg->hidden_size) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(par, "model");
+    if (p->n_layers != cfg->n_layers || p->n_heads != cfg->n_heads || p->n_kv_heads != cfg->n_kv_heads ||
+        p->head_dim != cfg->head_dim || p->hidden_size != cfg->hidden_size) {
         kv_fail(err, "%s: written for another model (%s%s%d layers, %d heads, %d KV heads, head_dim %d, hidden %d); "
                      "this model has %d layers, %d heads, %d KV heads, head_dim %d, hidden %d",
-                path, cJSON_IsString(name) ? name->valuestring : "", cJSON_IsString(name) ? ": " : "", nl, nh, nkv,
-                hd, D, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->hidden_size);
+                path, p->model, p->model[0] ? ": " : "", p->n_layers, p->n_heads, p->n_kv_heads, p->head_dim,
+                p->hidden_size, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->hidden_size);
         goto done;
     }
-    const cJSON *gqa = cJSON_GetObjectItemCaseSensitive(par, "gqa");
-    if (json_num(par, "r_local", &s->r_local) || json_num(par, "r_frequent", &s->r_frequent) ||
-        !cJSON_IsString(gqa) || (strcmp(gqa->valuestring, "mean") && strcmp(gqa->valuestring, "max"))) {
-        kv_fail(err, "%s: parameters need r_local, r_frequent and gqa (mean or max)", path);
+    const kv_threshold_policy *tp = kv_policies_at(p, s->threshold);
+    if (!tp) {
+        char avail[256] = "";
+        for (int k = 0; k < p->n_thr; k++) {
+            size_t l = strlen(avail);
+            if (l < sizeof avail - 24) snprintf(avail + l, sizeof avail - l, "%s%g", l ? ", " : "", p->thr[k].threshold);
+        }
+        kv_fail(err, "%s: no policies for threshold %g (the file has %s)", path, s->threshold, avail);
         goto done;
     }
-    s->gqa_max = !strcmp(gqa->valuestring, "max");
-    const cJSON *entry = NULL, *e;
-    char avail[256] = "";
-    cJSON_ArrayForEach(e, pol) {
-        double t;
-        if (json_num(e, "threshold", &t)) continue;
-        if (fabs(t - s->threshold) < 1e-9) entry = e;
-        size_t l = strlen(avail);
-        if (l < sizeof avail - 24) snprintf(avail + l, sizeof avail - l, "%s%g", l ? ", " : "", t);
-    }
-    if (!entry) {
-        kv_fail(err, "%s: no policies for threshold %g (the file has %s)", path, s->threshold,
-                avail[0] ? avail : "none");
-        goto done;
-    }
-    s->n_layers = nl;
-    s->n_kv_heads = nkv;
-    s->components = kv_malloc((size_t)nl * nkv, err);
+    s->r_local = p->r_local;
+    s->r_frequent = p->r_frequent;
+    s->gqa_max = p->gqa_max;
+    s->n_layers = p->n_layers;
+    s->n_kv_heads = p->n_kv_heads;
+    s->components = kv_malloc((size_t)p->n_layers * p->n_kv_heads, err);
     if (!s->components) goto done;
-    memset(s->components, KV_COMP_FULL, (size_t)nl * nkv); /* layers the file does not cover keep everything */
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(entry, "layers"), *L;
-    if (!cJSON_IsArray(layers)) {
-        kv_fail(err, "%s: threshold %g has no layers array", path, s->threshold);
-        goto done;
-    }
-    cJSON_ArrayForEach(L, layers) {
-        int l;
-        const cJSON *heads = cJSON_GetObjectItemCaseSensitive(L, "kv_heads"), *h;
-        if (json_int(L, "layer", &l) || l < 0 || l >= nl || !cJSON_IsArray(heads)) {
-            kv_fail(err, "%s: threshold %g: a layer entry without a valid layer index (0-%d) or kv_heads", path,
-                    s->threshold, nl - 1);
-            goto done;
+    memset(s->components, KV_COMP_FULL, (size_t)p->n_layers * p->n_kv_heads); /* layers the file does not cover keep everything */
+    for (int l = 0; l < tp->n_layers; l++)
+        for (int g = 0; g < tp->layers[l].n_kv; g++) {
+            const kv_head_policy *h = &tp->layers[l].kv[g];
+            s->components[(size_t)tp->layers[l].layer * p->n_kv_heads + h->head] = h->components;
         }
-        cJSON_ArrayForEach(h, heads) {
-            int g;
-            const cJSON *comps = cJSON_GetObjectItemCaseSensitive(h, "components"), *cmp;
-            if (json_int(h, "head", &g) || g < 0 || g >= nkv || !cJSON_IsArray(comps)) {
-                kv_fail(err, "%s: layer %d: a kv_heads entry without a valid head (0-%d) or components", path, l,
-                        nkv - 1);
-                goto done;
-            }
-            uint8_t bits = 0;
-            cJSON_ArrayForEach(cmp, comps) {
-                const char *c = cJSON_IsString(cmp) ? cmp->valuestring : "";
-                uint8_t b = !strcmp(c, "special")    ? KV_COMP_SPECIAL
-                            : !strcmp(c, "punct")    ? KV_COMP_PUNCT
-                            : !strcmp(c, "frequent") ? KV_COMP_FREQUENT
-                            : !strcmp(c, "local")    ? KV_COMP_LOCAL
-                            : !strcmp(c, "full")     ? KV_COMP_FULL
-                                                     : 0;
-                if (!b) {
-                    kv_fail(err, "%s: layer %d, KV head %d: unknown component '%s'", path, l, g, c);
-                    goto done;
-                }
-                bits |= b;
-            }
-            if (!bits) {
-                kv_fail(err, "%s: layer %d, KV head %d: no components", path, l, g);
-                goto done;
-            }
-            s->components[(size_t)l * nkv + g] = bits;
-        }
-    }
     rc = 0;
 done:
-    cJSON_Delete(root);
+    kv_policies_free(p);
     return rc;
 }
 

@@ -12,13 +12,11 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "policy/policy_file.h" /* KV_COMP_* */
 
 #define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
 
 typedef enum { KV_SPEC_FULL, KV_SPEC_STREAMING, KV_SPEC_ADAKV, KV_SPEC_FASTGEN } kv_spec_kind;
-
-/* FastGen components of a head's policy (bit mask) */
-enum { KV_COMP_SPECIAL = 1, KV_COMP_PUNCT = 2, KV_COMP_FREQUENT = 4, KV_COMP_LOCAL = 8, KV_COMP_FULL = 16 };
 
 typedef struct {
     char text[1024];      /* the spec as given */

@@ -7,7 +7,7 @@
 
 #include "plots/csv.h"
 #include "plots/plot.h"
-#include "plots/results.h"
+#include "policy/policy_file.h"
 
 /* ---- eviction_loss.csv, reduced to one (scorer, pyramid, eval) setting ---- */
 
@@ -138,13 +138,13 @@ static void model_suffix(const kvp_ctx *c, char *out, size_t n) {
     if (!path) path = kvp_input(c, "budgets.json");
     if (!path) return;
     kv_error e;
-    kvp_policies *p = strstr(path, "policies") ? kvp_policies_read(path, &e) : NULL;
+    kv_policy_file *p = strstr(path, "policies") ? kv_policies_read(path, &e) : NULL;
     if (p && *p->model) snprintf(out, n, " (%s)", p->model);
-    kvp_policies_free(p);
+    kv_policies_free(p);
     if (!p) {
-        kvp_budgets *b = kvp_budgets_read(path, &e);
+        kv_budget_file *b = kv_budgets_read(path, &e);
         if (b && *b->model) snprintf(out, n, " (%s)", b->model);
-        kvp_budgets_free(b);
+        kv_budgets_free(b);
     }
     free(path);
 }
@@ -338,10 +338,10 @@ int kvp_fig_budget_heatmap(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kv_fail(err, "no budgets.json in %s", c->results);
         return 1;
     }
-    kvp_budgets *b = kvp_budgets_read(path, err);
+    kv_budget_file *b = kv_budgets_read(path, err);
     free(path);
     if (!b) return -1;
-    const kvp_budget_set *s = &b->sets[0];
+    const kv_budget_set *s = &b->sets[0];
     for (int i = 1; i < b->n; i++)
         if (b->sets[i].budget < s->budget) s = &b->sets[i];
     if (c->budget > 0) {
@@ -349,7 +349,7 @@ int kvp_fig_budget_heatmap(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         for (int i = 0; i < b->n; i++)
             if (b->sets[i].budget == c->budget) s = &b->sets[i];
         if (!s) {
-            kvp_budgets_free(b);
+            kv_budgets_free(b);
             return kv_fail(err, "%s/budgets.json: no budget %ld (run kvanalyze --budgets %ld)", c->results,
                            c->budget, c->budget);
         }
@@ -363,7 +363,7 @@ int kvp_fig_budget_heatmap(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
                    "# kv_head row layer kv_budget layer_budget ratio\n",
                    s->budget);
     for (int l = 0; l < s->n_layers; l++) {
-        const kvp_layer_budget *lb = &s->layers[l];
+        const kv_budget_layer *lb = &s->layers[l];
         if (lb->n_kv > maxkv) maxkv = lb->n_kv;
         for (int g = 0; g < lb->n_kv; g++) {
             double ratio = lb->layer_budget > 0 ? (double)lb->kv_budgets[g] / lb->layer_budget : 1;
@@ -392,7 +392,7 @@ int kvp_fig_budget_heatmap(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         rc = kvp_write_script(c, f, title, &v, err);
         kvp_vars_free(&v);
     }
-    kvp_budgets_free(b);
+    kv_budgets_free(b);
     return rc;
 }
 
@@ -410,7 +410,7 @@ int kvp_fig_concentration(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     int rc = -1;
     double *sum = NULL;
     int *cnt = NULL, *layers = NULL;
-    kvp_policies *pol = NULL;
+    kv_policy_file *pol = NULL;
     kvp_buf d = {0};
     int cl = kvp_csv_col(t, "layer", err), ch = cl < 0 ? -1 : kvp_csv_col(t, "head", err);
     int cx = ch < 0 ? -1 : kvp_csv_col(t, "percent", err), cm = cx < 0 ? -1 : kvp_csv_col(t, "mass", err);
@@ -476,15 +476,15 @@ int kvp_fig_concentration(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     }
     /* colour each head by its FastGen policy when policies.json is there */
     char *pp = kvp_input(c, "policies.json");
-    const kvp_thr_pol *tp = NULL;
+    const kv_threshold_policy *tp = NULL;
     if (pp) {
-        pol = kvp_policies_read(pp, err);
+        pol = kv_policies_read(pp, err);
         free(pp);
         if (!pol) goto out;
-        tp = isnan(c->threshold) ? kvp_policies_at(pol, 0.95) : kvp_policies_at(pol, c->threshold);
+        tp = isnan(c->threshold) ? kv_policies_at(pol, 0.95) : kv_policies_at(pol, c->threshold);
         if (!tp) tp = &pol->thr[0];
     }
-    int used[KVP_N_POLICIES + 1] = {0};
+    int used[KV_N_RUNGS + 1] = {0};
     kvp_buf_printf(&d,
                    "# Attention mass captured by the top x%% of positions (concentration.csv, mean over prompts)\n"
                    "# one block per layer shown (gnuplot index), one sub-block per query head.\n"
@@ -514,7 +514,7 @@ int kvp_fig_concentration(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         kvp_buf_printf(&d, "\n");
     }
     char pres[64] = "";
-    for (int k = 0; k <= KVP_N_POLICIES; k++)
+    for (int k = 0; k <= KV_N_RUNGS; k++)
         if (used[k]) snprintf(pres + strlen(pres), sizeof pres - strlen(pres), "%s%d", *pres ? " " : "", k - 1);
     char lays[256] = "";
     for (int i = 0; i < ns; i++) snprintf(lays + strlen(lays), sizeof lays - strlen(lays), "%s%d", i ? " " : "", show[i]);
@@ -539,7 +539,7 @@ out:
     free(sum);
     free(cnt);
     free(layers);
-    kvp_policies_free(pol);
+    kv_policies_free(pol);
     kvp_csv_free(t);
     return rc;
 }

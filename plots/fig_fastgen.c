@@ -6,17 +6,17 @@
 #include <string.h>
 
 #include "plots/plot.h"
-#include "plots/results.h"
+#include "policy/policy_file.h"
 
 /* policies.json or a "skip" (1) with the reason. */
-static kvp_policies *load_policies(const kvp_ctx *c, int *rc, kv_error *err) {
+static kv_policy_file *load_policies(const kvp_ctx *c, int *rc, kv_error *err) {
     char *path = kvp_input(c, "policies.json");
     if (!path) {
         kv_fail(err, "no policies.json in %s", c->results);
         *rc = 1;
         return NULL;
     }
-    kvp_policies *p = kvp_policies_read(path, err);
+    kv_policy_file *p = kv_policies_read(path, err);
     free(path);
     *rc = p ? 0 : -1;
     return p;
@@ -24,9 +24,9 @@ static kvp_policies *load_policies(const kvp_ctx *c, int *rc, kv_error *err) {
 
 /* The threshold a figure uses: --threshold (must be in the file), else 0.95
  * when present, else the first. */
-static const kvp_thr_pol *pick_threshold(const kvp_ctx *c, const kvp_policies *p, kv_error *err) {
+static const kv_threshold_policy *pick_threshold(const kvp_ctx *c, const kv_policy_file *p, kv_error *err) {
     if (!isnan(c->threshold)) {
-        const kvp_thr_pol *t = kvp_policies_at(p, c->threshold);
+        const kv_threshold_policy *t = kv_policies_at(p, c->threshold);
         if (t) return t;
         char list[256] = "";
         for (int i = 0; i < p->n_thr && strlen(list) < 200; i++)
@@ -35,7 +35,7 @@ static const kvp_thr_pol *pick_threshold(const kvp_ctx *c, const kvp_policies *p
                 c->threshold, list, c->threshold);
         return NULL;
     }
-    const kvp_thr_pol *t = kvp_policies_at(p, 0.95);
+    const kv_threshold_policy *t = kv_policies_at(p, 0.95);
     return t ? t : &p->thr[0];
 }
 
@@ -43,11 +43,11 @@ static const kvp_thr_pol *pick_threshold(const kvp_ctx *c, const kvp_policies *p
 
 int kvp_fig_policy_by_layer(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     int rc;
-    kvp_policies *p = load_policies(c, &rc, err);
+    kv_policy_file *p = load_policies(c, &rc, err);
     if (!p) return rc;
-    const kvp_thr_pol *t = pick_threshold(c, p, err);
+    const kv_threshold_policy *t = pick_threshold(c, p, err);
     if (!t) {
-        kvp_policies_free(p);
+        kv_policies_free(p);
         return -1;
     }
     int use_q = strcmp(c->head_kind, "query") == 0;
@@ -55,16 +55,16 @@ int kvp_fig_policy_by_layer(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     kvp_buf_printf(&d, "# FastGen policy distribution per layer at threshold T = %g (%s heads)\n", t->threshold,
                    use_q ? "query" : "KV");
     kvp_buf_printf(&d, "# share of heads on each rung; columns: layer");
-    for (int k = 0; k < KVP_N_POLICIES; k++) kvp_buf_printf(&d, " %s", kvp_policy_names[k]);
+    for (int k = 0; k < KV_N_RUNGS; k++) kvp_buf_printf(&d, " %s", kv_rung_policy[k]);
     kvp_buf_printf(&d, " heads\n");
     for (int l = 0; l < t->n_layers; l++) {
-        const kvp_layer_pol *lp = &t->layers[l];
+        const kv_layer_policy *lp = &t->layers[l];
         int n = use_q ? lp->n_q : lp->n_kv;
-        const kvp_head_pol *h = use_q ? lp->q : lp->kv;
-        int cnt[KVP_N_POLICIES] = {0};
+        const kv_head_policy *h = use_q ? lp->q : lp->kv;
+        int cnt[KV_N_RUNGS] = {0};
         for (int i = 0; i < n; i++) cnt[h[i].policy]++;
         kvp_buf_printf(&d, "%d", lp->layer);
-        for (int k = 0; k < KVP_N_POLICIES; k++) kvp_buf_printf(&d, " %.6g", n ? (double)cnt[k] / n : 0.0);
+        for (int k = 0; k < KV_N_RUNGS; k++) kvp_buf_printf(&d, " %.6g", n ? (double)cnt[k] / n : 0.0);
         kvp_buf_printf(&d, " %d\n", n);
     }
     snprintf(f->name, sizeof f->name, "policy_by_layer");
@@ -82,7 +82,7 @@ int kvp_fig_policy_by_layer(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         rc2 = kvp_write_script(c, f, title, &v, err);
         kvp_vars_free(&v);
     }
-    kvp_policies_free(p);
+    kv_policies_free(p);
     return rc2;
 }
 
@@ -90,12 +90,12 @@ int kvp_fig_policy_by_layer(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
 
 int kvp_fig_memory_vs_threshold(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     int rc;
-    kvp_policies *p = load_policies(c, &rc, err);
+    kv_policy_file *p = load_policies(c, &rc, err);
     if (!p) return rc;
     /* thresholds in increasing order */
     int *order = malloc(p->n_thr * sizeof *order);
     if (!order) {
-        kvp_policies_free(p);
+        kv_policies_free(p);
         return kv_fail(err, "out of memory");
     }
     for (int i = 0; i < p->n_thr; i++) order[i] = i;
@@ -108,15 +108,15 @@ int kvp_fig_memory_vs_threshold(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     kvp_buf d = {0};
     kvp_buf_printf(&d, "# KV memory kept (fraction of the full cache, traced layers) against the FastGen threshold T,\n"
                        "# and the share of KV heads on each rung. columns: T kept_fraction");
-    for (int k = 0; k < KVP_N_POLICIES; k++) kvp_buf_printf(&d, " %s", kvp_policy_names[k]);
+    for (int k = 0; k < KV_N_RUNGS; k++) kvp_buf_printf(&d, " %s", kv_rung_policy[k]);
     kvp_buf_printf(&d, " kv_bytes_full kv_bytes_kept\n");
     for (int oi = 0; oi < p->n_thr; oi++) {
-        const kvp_thr_pol *t = &p->thr[order[oi]];
-        int cnt[KVP_N_POLICIES] = {0}, n = 0;
+        const kv_threshold_policy *t = &p->thr[order[oi]];
+        int cnt[KV_N_RUNGS] = {0}, n = 0;
         for (int l = 0; l < t->n_layers; l++)
             for (int i = 0; i < t->layers[l].n_kv; i++, n++) cnt[t->layers[l].kv[i].policy]++;
         kvp_buf_printf(&d, "%g %.6g", t->threshold, t->mem_kept_fraction);
-        for (int k = 0; k < KVP_N_POLICIES; k++) kvp_buf_printf(&d, " %.6g", n ? (double)cnt[k] / n : 0.0);
+        for (int k = 0; k < KV_N_RUNGS; k++) kvp_buf_printf(&d, " %.6g", n ? (double)cnt[k] / n : 0.0);
         kvp_buf_printf(&d, " %.6g %.6g\n", t->kv_bytes_full, t->kv_bytes_kept);
     }
     free(order);
@@ -136,6 +136,6 @@ int kvp_fig_memory_vs_threshold(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         rc2 = kvp_write_script(c, f, title, &v, err);
         kvp_vars_free(&v);
     }
-    kvp_policies_free(p);
+    kv_policies_free(p);
     return rc2;
 }

@@ -67,10 +67,10 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     int cp = kvp_csv_col(t, "prompt", err), cl = cp < 0 ? -1 : kvp_csv_col(t, "layer", err);
     int ch = cl < 0 ? -1 : kvp_csv_col(t, "head", err), ck = ch < 0 ? -1 : kvp_csv_col(t, "head_kind", err);
     int ct = ck < 0 ? -1 : kvp_csv_col(t, "threshold", err), cpol = ct < 0 ? -1 : kvp_csv_col(t, "policy", err);
-    int crec[KVP_N_POLICIES];
-    static const char *recn[KVP_N_POLICIES] = {"rec_special", "rec_punct", "rec_frequent", "rec_local", "rec_full"};
-    for (int k = 0; k < KVP_N_POLICIES; k++) crec[k] = cpol < 0 || (k && crec[k - 1] < 0) ? -1 : kvp_csv_col(t, recn[k], err);
-    if (crec[KVP_N_POLICIES - 1] < 0) goto out;
+    int crec[KV_N_RUNGS];
+    static const char *recn[KV_N_RUNGS] = {"rec_special", "rec_punct", "rec_frequent", "rec_local", "rec_full"};
+    for (int k = 0; k < KV_N_RUNGS; k++) crec[k] = cpol < 0 || (k && crec[k - 1] < 0) ? -1 : kvp_csv_col(t, recn[k], err);
+    if (crec[KV_N_RUNGS - 1] < 0) goto out;
 
     tr = kv_trace_open(c->trace, err);
     if (!tr) goto out;
@@ -116,27 +116,27 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
     }
     const char *pid = tr->prompt_ids[best];
     /* the most typical query head of each policy */
-    pick picks[KVP_N_POLICIES] = {0};
+    pick picks[KV_N_RUNGS] = {0};
     for (int i = 0; i < t->nrows; i++) {
         if (strcmp(kvp_csv_str(t, i, cp), pid) || strcmp(kvp_csv_str(t, i, ck), "query")) continue;
-        double x, l, h, rec[KVP_N_POLICIES];
+        double x, l, h, rec[KV_N_RUNGS];
         if (kvp_csv_num(t, i, ct, &x, err)) goto out;
         if (fabs(x - T) > 1e-9) continue;
-        int k = kvp_policy_index(kvp_csv_str(t, i, cpol));
+        int k = kv_rung_index(kvp_csv_str(t, i, cpol));
         if (k < 0) {
             kv_fail(err, "%s/fastgen_heads.csv: data row %d: unknown policy '%s'", c->results, i + 1,
                     kvp_csv_str(t, i, cpol));
             goto out;
         }
         if (kvp_csv_num(t, i, cl, &l, err) || kvp_csv_num(t, i, ch, &h, err)) goto out;
-        for (int r = 0; r < KVP_N_POLICIES; r++)
+        for (int r = 0; r < KV_N_RUNGS; r++)
             if (kvp_csv_num(t, i, crec[r], &rec[r], err)) goto out;
         double m = typical_margin(rec, k, T);
         if (!picks[k].found || m > picks[k].margin)
             picks[k] = (pick){1, (int)l, (int)h, m, rec[k]};
     }
     int n = 0;
-    for (int k = 0; k < KVP_N_POLICIES; k++) n += picks[k].found;
+    for (int k = 0; k < KV_N_RUNGS; k++) n += picks[k].found;
     if (!n) {
         kv_fail(err, "%s/fastgen_heads.csv: no query-head rows for prompt %s at threshold %g", c->results, pid, T);
         rc = isnan(c->threshold) ? 1 : -1; /* a threshold asked for is an error */
@@ -162,7 +162,7 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
                            : "One cell per (query, key) entry");
     if (fct > 1) kvp_buf_printf(&d, "# block size %d x %d positions\n", fct, fct);
     kvp_buf panels = {0}, titles = {0}, heads = {0};
-    for (int k = 0; k < KVP_N_POLICIES; k++) {
+    for (int k = 0; k < KV_N_RUNGS; k++) {
         if (!picks[k].found) continue;
         int li = -1;
         for (int x = 0; x < tr->L; x++)
@@ -183,7 +183,7 @@ int kvp_fig_head_maps(const kvp_ctx *c, kvp_fig *f, kv_error *err) {
         }
         pool_map(map, N, fct, M, cells);
         kvp_buf_printf(&d, "# panel: policy %s, layer %d, head %d, recovery %.4g, margin %.4g\n",
-                       kvp_policy_names[k], picks[k].layer, picks[k].head, picks[k].rec, picks[k].margin);
+                       kv_rung_policy[k], picks[k].layer, picks[k].head, picks[k].rec, picks[k].margin);
         for (int bi = 0; bi < M; bi++) {
             for (int bj = 0; bj < M; bj++)
                 kvp_buf_printf(&d, "%g %g %.6g\n", bj * fct + (fct - 1) / 2.0, bi * fct + (fct - 1) / 2.0,

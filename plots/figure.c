@@ -9,15 +9,7 @@
 #include "common/fileio.h"
 #include "plots/plot.h"
 
-const char *const kvp_policy_names[KVP_N_POLICIES] = {
-    "special", "special+punct", "special+punct+frequent", "special+punct+frequent+local", "full"};
-const char *const kvp_policy_labels[KVP_N_POLICIES] = {"special", "+punct", "+frequent", "+local", "full"};
-
-int kvp_policy_index(const char *name) {
-    for (int i = 0; i < KVP_N_POLICIES; i++)
-        if (strcmp(name, kvp_policy_names[i]) == 0) return i;
-    return -1;
-}
+const char *const kvp_policy_labels[KV_N_RUNGS] = {"special", "+punct", "+frequent", "+local", "full"};
 
 char *kvp_input(const kvp_ctx *c, const char *file) {
     kv_error e;

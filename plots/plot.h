@@ -8,10 +8,10 @@
 #define KVP_PLOT_H
 
 #include "common/error.h"
+#include "policy/fastgen.h" /* the ladder: KV_N_RUNGS, kv_rung_policy */
 #include "plots/gp.h"
 
 #define KVP_VERSION "0.1.0"
-#define KVP_N_POLICIES 5
 #define KVP_MAX_LAYERS_SHOWN 16
 
 typedef struct {
@@ -53,9 +53,7 @@ int kvp_fig_concentration(const kvp_ctx *c, kvp_fig *f, kv_error *err);
 
 /* ---- helpers shared by the figure modules (figure.c) ---- */
 
-extern const char *const kvp_policy_names[KVP_N_POLICIES];  /* the ladder */
-extern const char *const kvp_policy_labels[KVP_N_POLICIES]; /* short legend labels */
-int kvp_policy_index(const char *name);                      /* -1 when unknown */
+extern const char *const kvp_policy_labels[KV_N_RUNGS]; /* short legend labels */
 
 /* RESULTS_DIR/file when it exists, else NULL (malloc'd path). */
 char *kvp_input(const kvp_ctx *c, const char *file);

@@ -10,6 +10,12 @@ const char *const kv_rung_policy[KV_N_RUNGS] = {
     "special", "special+punct", "special+punct+frequent", "special+punct+frequent+local", "full"};
 const char *const kv_rung_component[KV_N_RUNGS] = {"special", "punct", "frequent", "local", "full"};
 
+int kv_rung_index(const char *name) {
+    for (int i = 0; i < KV_N_RUNGS; i++)
+        if (!strcmp(name, kv_rung_policy[i])) return i;
+    return -1;
+}
+
 int kv_ceil_frac(double r, int N) {
     double x = ceil(r * (double)N - 1e-9);
     if (x < 0) x = 0;

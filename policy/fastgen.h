@@ -13,6 +13,8 @@ enum { KV_RUNG_SPECIAL, KV_RUNG_PUNCT, KV_RUNG_FREQUENT, KV_RUNG_LOCAL, KV_RUNG_
 extern const char *const kv_rung_policy[KV_N_RUNGS];
 /* the component each rung adds: "special", "punct", "frequent", "local", "full" */
 extern const char *const kv_rung_component[KV_N_RUNGS];
+/* the rung whose policy name (kv_rung_policy) is name, or -1 */
+int kv_rung_index(const char *name);
 
 typedef struct {
     double r_local;    /* local window = ceil(r_local * N) positions */

@@ -11,7 +11,7 @@
 #include "plots/csv.h"
 #include "plots/gp.h"
 #include "plots/plot.h"
-#include "plots/results.h"
+#include "policy/policy_file.h"
 
 static char *lit(const char *s, int mode) {
     kvp_buf b = {0};
@@ -124,34 +124,117 @@ END_TEST
 
 START_TEST(policies_json) {
     const char *js =
-        "{\"parameters\": {\"model\": \"m\"}, \"policies\": [{\"threshold\": 0.95, \"memory\": {\"kept_fraction\": 0.4},"
-        " \"layers\": [{\"layer\": 3, \"kv_heads\": [{\"head\": 0, \"policy\": \"special+punct\", \"kept_fraction\": 0.1,"
+        "{\"parameters\": {\"model\": \"m\", \"r_local\": 0.3, \"r_frequent\": 0.3, \"gqa\": \"mean\"},"
+        " \"model\": {\"n_layers\": 4, \"n_heads\": 2, \"n_kv_heads\": 1, \"head_dim\": 8, \"hidden_size\": 16},"
+        " \"policies\": [{\"threshold\": 0.95, \"memory\": {\"kept_fraction\": 0.4},"
+        " \"layers\": [{\"layer\": 3, \"kv_heads\": [{\"head\": 0, \"policy\": \"special+punct\","
+        " \"components\": [\"special\", \"punct\"], \"kept_fraction\": 0.1,"
         " \"recovery\": {\"special\": 0.5, \"punct\": 0.96, \"frequent\": 0.97, \"local\": 0.99, \"full\": 1}}],"
         " \"query_heads\": []}]}]}";
     char *dir = tmpdir_with("policies.json", js);
     char p[512];
     snprintf(p, sizeof p, "%s/policies.json", dir);
     kv_error err;
-    kvp_policies *pol = kvp_policies_read(p, &err);
+    kv_policy_file *pol = kv_policies_read(p, &err);
     ck_assert_ptr_nonnull(pol);
     ck_assert_str_eq(pol->model, "m");
     ck_assert_int_eq(pol->n_thr, 1);
-    const kvp_thr_pol *t = kvp_policies_at(pol, 0.95);
+    const kv_threshold_policy *t = kv_policies_at(pol, 0.95);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(t->layers[0].layer, 3);
     ck_assert_int_eq(t->layers[0].kv[0].policy, 1);
+    ck_assert_int_eq(t->layers[0].kv[0].components, KV_COMP_SPECIAL | KV_COMP_PUNCT);
+    ck_assert_int_eq(pol->n_kv_heads, 1);
     ck_assert_double_eq(t->layers[0].kv[0].recovery[1], 0.96);
     ck_assert_double_eq(t->mem_kept_fraction, 0.4);
-    ck_assert_ptr_null(kvp_policies_at(pol, 0.9));
-    kvp_policies_free(pol);
+    ck_assert_ptr_null(kv_policies_at(pol, 0.9));
+    kv_policies_free(pol);
     FILE *f = fopen(p, "w");
-    fputs("{\"policies\": [{\"threshold\": 0.9, \"memory\": {\"kept_fraction\": 1}, \"layers\": [{\"layer\": 0,"
+    fputs("{\"parameters\": {\"r_local\": 0.3, \"r_frequent\": 0.3, \"gqa\": \"mean\"},"
+          " \"model\": {\"n_layers\": 4, \"n_heads\": 2, \"n_kv_heads\": 1, \"head_dim\": 8, \"hidden_size\": 16},"
+          " \"policies\": [{\"threshold\": 0.9, \"memory\": {\"kept_fraction\": 1}, \"layers\": [{\"layer\": 0,"
           " \"kv_heads\": [{\"head\": 0, \"policy\": \"weird\"}], \"query_heads\": []}]}]}",
           f);
     fclose(f);
-    ck_assert_ptr_null(kvp_policies_read(p, &err));
+    ck_assert_ptr_null(kv_policies_read(p, &err));
     ck_assert(strstr(err.msg, "unknown policy 'weird'"));
     rmfile(dir, "policies.json");
+    rmdir(dir);
+    free(dir);
+}
+END_TEST
+
+/* The one writer and the one reader agree: what is written reads back the same. */
+START_TEST(policies_round_trip) {
+    kv_head_policy heads[3] = {
+        {.head = 0, .policy = KV_RUNG_LOCAL, .components = kv_rung_components(KV_RUNG_LOCAL), .kept_fraction = 0.25,
+         .recovery = {0.1, 0.2, 0.3, 0.97, 1}},
+        {.head = 0, .policy = KV_RUNG_SPECIAL, .components = kv_rung_components(KV_RUNG_SPECIAL), .kept_fraction = 0.01,
+         .recovery = {0.99, 0.995, 0.999, 1, 1}},
+        {.head = 1, .policy = KV_RUNG_FULL, .components = kv_rung_components(KV_RUNG_FULL), .kept_fraction = 1,
+         .recovery = {0.1, 0.2, 0.3, 0.4, 1}}};
+    kv_layer_policy layer = {.layer = 2, .n_kv = 1, .n_q = 2, .kv = heads, .q = heads + 1};
+    kv_threshold_policy thr = {.threshold = 0.93, .n_layers = 1, .layers = &layer, .mem_kept_fraction = 0.25,
+                               .mean_tokens = 100, .kv_bytes_full = 1e4, .kv_bytes_kept = 2.5e3};
+    char *ids[] = {"a", "b"};
+    int traced[] = {2};
+    kv_policy_file p = {.r_local = 0.25, .r_frequent = 0.1, .gqa_max = 1, .skip_rows = 3, .rows = "all",
+                        .trace = "t.h5", .model = "m", .prompts = ids, .n_prompts = 2, .n_layers = 3, .n_heads = 2,
+                        .n_kv_heads = 1, .head_dim = 4, .hidden_size = 8, .traced = traced, .n_traced = 1,
+                        .n_thr = 1, .thr = &thr};
+    char *dir = tmpdir_with("x", "");
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies.json", dir);
+    FILE *f = fopen(path, "w");
+    kv_error err;
+    ck_assert_int_eq(kv_policies_write(f, &p, &err), 0);
+    fclose(f);
+    kv_policy_file *q = kv_policies_read(path, &err);
+    ck_assert_msg(q != NULL, "%s", err.msg);
+    ck_assert_double_eq(q->r_local, 0.25);
+    ck_assert_double_eq(q->r_frequent, 0.1);
+    ck_assert_int_eq(q->gqa_max, 1);
+    ck_assert_int_eq(q->skip_rows, 3);
+    ck_assert_str_eq(q->rows, "all");
+    ck_assert_int_eq(q->n_prompts, 2);
+    ck_assert_str_eq(q->prompts[1], "b");
+    ck_assert_int_eq(q->n_traced, 1);
+    ck_assert_int_eq(q->traced[0], 2);
+    const kv_threshold_policy *t = kv_policies_at(q, 0.93);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(t->layers[0].layer, 2);
+    ck_assert_int_eq(t->layers[0].n_q, 2);
+    for (int i = 0; i < 3; i++) {
+        const kv_head_policy *a = i == 0 ? &t->layers[0].kv[0] : &t->layers[0].q[i - 1], *b = &heads[i];
+        ck_assert_int_eq(a->head, b->head);
+        ck_assert_int_eq(a->policy, b->policy);
+        ck_assert_int_eq(a->components, b->components);
+        ck_assert_double_eq(a->kept_fraction, b->kept_fraction);
+        for (int r = 0; r < KV_N_RUNGS; r++) ck_assert_double_eq(a->recovery[r], b->recovery[r]);
+    }
+    ck_assert_double_eq(t->kv_bytes_kept, 2.5e3);
+    kv_policies_free(q);
+
+    int kb[2] = {40, 24};
+    kv_budget_layer bl = {.layer = 2, .layer_budget = 32, .n_kv = 2, .kv_budgets = kb};
+    kv_budget_set bs = {.budget = 32, .n_layers = 1, .layers = &bl};
+    kv_budget_file b = {.scorer = "snapkv", .pool = "max", .eval = "future:8", .kernel = 7, .obs_window = 8,
+                        .alpha = 0.2, .trace = "t.h5", .model = "m", .n = 1, .sets = &bs};
+    snprintf(path, sizeof path, "%s/budgets.json", dir);
+    f = fopen(path, "w");
+    ck_assert_int_eq(kv_budgets_write(f, &b, &err), 0);
+    fclose(f);
+    kv_budget_file *c = kv_budgets_read(path, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_str_eq(c->eval, "future:8");
+    ck_assert_int_eq(c->obs_window, 8);
+    ck_assert_int_eq(c->sets[0].layers[0].layer_budget, 32);
+    ck_assert_int_eq(c->sets[0].layers[0].n_kv, 2);
+    ck_assert_int_eq(c->sets[0].layers[0].kv_budgets[1], 24);
+    kv_budgets_free(c);
+    rmfile(dir, "policies.json");
+    rmfile(dir, "budgets.json");
+    rmfile(dir, "x");
     rmdir(dir);
     free(dir);
 }
@@ -187,6 +270,7 @@ int main(void) {
     tcase_add_test(tc, template_fill);
     tcase_add_test(tc, csv_reader);
     tcase_add_test(tc, policies_json);
+    tcase_add_test(tc, policies_round_trip);
     tcase_add_test(tc, quantiles);
     tcase_add_test(tc, tic_steps);
     suite_add_tcase(s, tc);
