@@ -12,6 +12,7 @@
 #include "analyzer/concentration.h"
 #include "analyzer/output.h"
 #include "format/trace_read.h"
+#include "policy/gqa.h"
 #include "policy/policy_file.h"
 
 enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_N };
@@ -93,6 +94,7 @@ typedef struct {
     kv_fastgen_head *heads; /* [G + 1] */
     int G, N, gqa_max;
     float *comb;  /* [threads, N] one combined row */
+    const float **rowp; /* [threads, G] the group's rows being combined */
     double *acc;  /* [threads, G + 1, 4] kept mass per rung */
     int *used;    /* [threads, G + 1] rows in the mean */
 } fg_group;
@@ -105,19 +107,11 @@ static void fg_block(void *ctx, int thread, int row0, int nrows, const float *co
     int *used = g->used + (size_t)thread * (G + 1);
     for (int q = 0; q < G; q++) kv_fastgen_head_rows(&g->heads[q], rows[q], row0, nrows, acc + 4 * q, &used[q]);
     if (G == 1) return;
-    float *c = g->comb + (size_t)thread * N, inv = 1.0f / G;
+    float *c = g->comb + (size_t)thread * N;
+    const float **rq = g->rowp + (size_t)thread * G;
     for (int r = 0; r < nrows; r++) {
-        int n = row0 + r + 1; /* causal: the rest of the row is 0 */
-        memcpy(c, rows[0] + (size_t)r * N, (size_t)n * sizeof *c);
-        for (int q = 1; q < G; q++) {
-            const float *a = rows[q] + (size_t)r * N;
-            if (g->gqa_max)
-                for (int j = 0; j < n; j++) c[j] = a[j] > c[j] ? a[j] : c[j];
-            else
-                for (int j = 0; j < n; j++) c[j] += a[j];
-        }
-        if (!g->gqa_max)
-            for (int j = 0; j < n; j++) c[j] *= inv;
+        for (int q = 0; q < G; q++) rq[q] = rows[q] + (size_t)r * N;
+        kv_gqa_combine(c, rq, G, row0 + r + 1, g->gqa_max); /* causal: the rest of the row is 0 */
         kv_fastgen_head_rows(&g->heads[G], c, row0 + r, 1, acc + 4 * G, &used[G]);
     }
 }
@@ -141,7 +135,8 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     grp.acc = kv_malloc((size_t)nt * (G + 1) * 4 * sizeof *grp.acc, err);
     grp.used = kv_malloc((size_t)nt * (G + 1) * sizeof *grp.used, err);
     grp.heads = kv_calloc((size_t)G + 1, sizeof *grp.heads, err);
-    int rc = (!res || !cls || !ccs || !grp.comb || !grp.acc || !grp.used || !grp.heads) ? -1 : 0;
+    grp.rowp = kv_malloc((size_t)nt * G * sizeof *grp.rowp, err);
+    int rc = (!res || !cls || !ccs || !grp.comb || !grp.acc || !grp.used || !grp.heads || !grp.rowp) ? -1 : 0;
     for (int g = 0; !rc && g < KVH; g++) {
         const float *cs = R->colsum + (size_t)g * G * N;
         int ntg = G > 1 ? G + 1 : G, built = 0;
@@ -149,13 +144,7 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
             if (kv_fastgen_head_build(&grp.heads[q], N, p->flags, cs + (size_t)q * N, &o->fg, cls))
                 rc = kv_fail(err, "out of memory");
         if (!rc && G > 1) { /* the group's combined accumulated attention picks its frequent set */
-            memcpy(ccs, cs, (size_t)N * sizeof *ccs);
-            for (int q = 1; q < G; q++) {
-                const float *cq = cs + (size_t)q * N;
-                for (int j = 0; j < N; j++) ccs[j] = o->gqa_max ? (cq[j] > ccs[j] ? cq[j] : ccs[j]) : ccs[j] + cq[j];
-            }
-            if (!o->gqa_max)
-                for (int j = 0; j < N; j++) ccs[j] *= 1.0f / G;
+            kv_gqa_combine_strided(ccs, cs, N, G, N, o->gqa_max);
             if (kv_fastgen_head_build(&grp.heads[G], N, p->flags, ccs, &o->fg, cls)) rc = kv_fail(err, "out of memory");
             built++;
         }
@@ -194,6 +183,7 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     free(cls);
     free(ccs);
     free(grp.comb);
+    free(grp.rowp);
     free(grp.acc);
     free(grp.used);
     free(grp.heads);

@@ -18,6 +18,7 @@
 #include "common/fileio.h"
 #include "format/trace.h"
 #include "model/forward.h"
+#include "policy/gqa.h"
 
 const char *kv_spec_kind_name(kv_spec_kind k) {
     static const char *const names[] = {"full", "streaming", "adakv", "fastgen"};
@@ -195,16 +196,7 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
             }
             /* the group's combined accumulated attention, as the analyzer combines colsum */
             const float *cs = r->cs_ctx + (size_t)g * G * Nc;
-            memcpy(r->comb, cs, (size_t)Nc * sizeof(float));
-            for (int q = 1; q < G; q++)
-                for (int j = 0; j < Nc; j++) {
-                    float v = cs[(size_t)q * Nc + j];
-                    r->comb[j] = s->gqa_max ? (v > r->comb[j] ? v : r->comb[j]) : r->comb[j] + v;
-                }
-            if (!s->gqa_max && G > 1) {
-                float inv = 1.0f / G;
-                for (int j = 0; j < Nc; j++) r->comb[j] *= inv;
-            }
+            kv_gqa_combine_strided(r->comb, cs, Nc, G, Nc, s->gqa_max);
             kv_fastgen_head fh; /* for its classes, in r->cls */
             int built = kv_fastgen_head_build(&fh, Nc, r->flags, r->comb, &fp, r->cls);
             kv_fastgen_head_free(&fh);
