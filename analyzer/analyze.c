@@ -226,12 +226,14 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
     int w = ap->obs_window, Nc = N - ap->future_q, P = Nc - w;
     kv_loss_ctx lc;
-    if (kv_loss_ctx_build(&lc, R->win, Wp, R->values, R->wo, N, H, KVH, t->head_dim, t->hidden_size, w,
-                          ap->future_q, err))
-        return -1;
+    kv_layer_view view = {R->win, Wp, R->values, R->wo, N, H, KVH, t->head_dim, t->hidden_size};
+    if (kv_loss_ctx_build(&lc, &view, w, ap->future_q, err)) return -1;
     if (P > 0) {
         kv_adakv_scores(R->win, Wp, R->colsum, N, H, KVH, ap, R->scores, R->stmp);
-        kv_adakv_orders(R->scores, KVH, P, R->head_order, R->all_order);
+        if (kv_adakv_orders(R->scores, KVH, P, R->head_order, R->all_order, err)) {
+            kv_loss_ctx_free(&lc);
+            return -1;
+        }
     }
     char evalname[32];
     if (ap->future_q) snprintf(evalname, sizeof evalname, "future:%d", ap->future_q);

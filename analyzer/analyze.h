@@ -8,6 +8,7 @@
 
 #include "policy/adakv.h"
 #include "policy/fastgen.h"
+#include "policy/loss.h"
 #include "common/error.h"
 
 #define KV_MAX_LIST 64

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     kv_error err;
     kv_kernels *k = kv_kernels_cpu(0, &err);
     kv_model m;
-    if (!k || build_model(&m, argv[1], k, &err)) {
+    if (!k || kv_model_build(&m, argv[1], k, &err)) {
         fprintf(stderr, "bench_tracer: %s\n", err.msg);
         return 1;
     }
@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
                ru.ru_maxrss / 1024.0);
         free(tokens), free(logits);
     }
-    free_model(&m);
+    kv_model_free(&m);
     k->destroy(k);
     return 0;
 }

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     kv_kernels *k = kv_kernels_cpu(0, &err);
     kv_model m;
     double t_load = kv_now_s();
-    if (!k || build_model(&m, argv[1], k, &err)) {
+    if (!k || kv_model_build(&m, argv[1], k, &err)) {
         fprintf(stderr, "blas_rate: %s\n", err.msg);
         return 1;
     }
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
            100 * best_gemm / best_fwd, ru.ru_maxrss / 1024.0);
     for (int s = 0; s < 8; s++) free(w[s]);
     free(x), free(y), free(tokens), free(logits);
-    free_model(&m);
+    kv_model_free(&m);
     k->destroy(k);
     return 0;
 }

@@ -243,7 +243,7 @@ static int run(const fid_options *o) {
     if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
     int min_tokens = kv_fidelity_min_tokens(specs, n_specs, &o->p);
     if (prepare_prompts(&ps, tok, tok_path, &cfg, min_tokens, &o->p, &err)) goto fail;
-    if (!(k = kv_kernels_open(o->device, o->threads, &err)) || build_model(&m, o->model_dir, k, &err)) goto fail;
+    if (!(k = kv_kernels_open(o->device, o->threads, &err)) || kv_model_build(&m, o->model_dir, k, &err)) goto fail;
     m.rope_precision = o->rope_precision;
     const kv_config *c = &m.cfg;
     int longest = 0;
@@ -347,7 +347,7 @@ done:
     kv_config_free(&cfg);
     kv_prompts_free(&ps);
     if (tok) kv_tokenizer_free(tok);
-    free_model(&m);
+    kv_model_free(&m);
     if (k) k->destroy(k);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* kvtrace fidelity: specs, kept sets, the two passes and the metrics
  * (docs/fidelity.md). Kept sets reuse the analyzer's own definitions
- * (policy/fastgen.h, policy/adakv.h) on the context's attention as the
+ * (policy/fastgen.h, policy/adakv.h, policy/loss.h) on the context's attention as the
  * reference pass computes it. */
 #include "fidelity/fidelity.h"
 
@@ -19,6 +19,7 @@
 #include "format/trace.h"
 #include "model/forward.h"
 #include "policy/gqa.h"
+#include "policy/loss.h"
 
 const char *kv_spec_kind_name(kv_spec_kind k) {
     static const char *const names[] = {"full", "streaming", "adakv", "fastgen"};
@@ -230,7 +231,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
         kv_adakv_params ap = {.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = w,
                               .alpha = 0.2, .future_q = Q};
         kv_adakv_scores(window, Wp, colsum, N, H, KVH, &ap, r->scores, r->tmp);
-        kv_adakv_orders(r->scores, KVH, Nc - w, r->head_order, r->all_order);
+        if (kv_adakv_orders(r->scores, KVH, Nc - w, r->head_order, r->all_order, err)) return -1;
     }
     /* the analyzer's actual L1 loss on the continuation rows (eval future:Q, no window) */
     for (int g = 0; g < KVH; g++)
@@ -238,7 +239,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
             memcpy(r->values + ((size_t)g * N + i) * hd, v + ((size_t)i * KVH + g) * hd, hd * sizeof(float));
     kv_loss_ctx lc;
     if (kv_model_read_wo(r->m, layer, r->wo, err) ||
-        kv_loss_ctx_build(&lc, window, Wp, r->values, r->wo, N, H, KVH, hd, D, 0, Q, err))
+        kv_loss_ctx_build(&lc, &(kv_layer_view){window, Wp, r->values, r->wo, N, H, KVH, hd, D}, 0, Q, err))
         return -1;
     for (int s = 0; s < r->n_specs; s++) {
         uint8_t *mask = kv_malloc((size_t)KVH * Nc, err);

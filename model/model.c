@@ -66,7 +66,7 @@ static int load_vector(kv_model *m, float **dst, const char *name, int n, kv_err
     return rc;
 }
 
-int build_model(kv_model *m, const char *dir, kv_kernels *k, kv_error *err) {
+int kv_model_build(kv_model *m, const char *dir, kv_kernels *k, kv_error *err) {
     memset(m, 0, sizeof *m);
     m->k = k;
     snprintf(m->dir, sizeof m->dir, "%s", dir);
@@ -123,11 +123,11 @@ int build_model(kv_model *m, const char *dir, kv_kernels *k, kv_error *err) {
     }
     return 0;
 fail:
-    free_model(m);
+    kv_model_free(m);
     return -1;
 }
 
-void free_model(kv_model *m) {
+void kv_model_free(kv_model *m) {
     kv_kernels *k = m->k;
     if (k && m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {

@@ -39,8 +39,8 @@ typedef struct {
 
 /* Loads dir/config.json and the safetensors weights, checks every tensor's
  * presence, dtype and shape, and uploads to k. */
-int build_model(kv_model *m, const char *dir, kv_kernels *k, kv_error *err);
-void free_model(kv_model *m);
+int kv_model_build(kv_model *m, const char *dir, kv_kernels *k, kv_error *err);
+void kv_model_free(kv_model *m);
 
 /* o_proj weight of layer l as float32 [D, H·hd], read from the checkpoint. */
 int kv_model_read_wo(const kv_model *m, int layer, float *dst, kv_error *err);

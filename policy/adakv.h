@@ -36,8 +36,9 @@ void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out);
 
 /* Per-layer selection order, computed once and reused for every budget:
  *   head_order [KVH, P]: each head's positions by score desc, position asc
- *   all_order  [KVH*P]:  (head*P + position) by score desc, head asc, position asc */
-void kv_adakv_orders(const double *scores, int KVH, int P, int *head_order, int *all_order);
+ *   all_order  [KVH*P]:  (head*P + position) by score desc, head asc, position asc
+ * Returns 0, or -1 when out of memory. */
+int kv_adakv_orders(const double *scores, int KVH, int P, int *head_order, int *all_order, kv_error *err);
 
 /* Fills keep [KVH, P] (0/1) and counts [KVH] for per-head prefix budget b
  * (b >= P keeps everything). uniform: each head its top b; adaptive: each
@@ -49,39 +50,5 @@ void kv_adakv_select(kv_alloc alloc, const int *head_order, const int *all_order
 /* PyramidKV's per-layer prefix budget (Ada-KV's code, beta = 20) for prefix
  * budget b = B - w, model layer index layer of n_layers, prefix length P. */
 int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P);
-
-/* The loss metrics of one layer for one keep mask, means over evaluation rows. */
-typedef struct {
-    double bound, bound_per_head, actual_l1, relative_l1, kept_mass;
-} kv_loss;
-
-/* Per-layer state for the loss: built once per layer, evaluated per mask.
- * Products run in float (BLAS sgemm) on the differences A - Ahat directly;
- * masses and norms are accumulated in double. V and Wo point into the
- * caller's buffers, which must outlive the context. */
-typedef struct {
-    int H, KVH, hd, D, N;
-    int Nc, w, P, R;   /* context length, window, prefix length, evaluation rows */
-    int row0;          /* first evaluation query position */
-    float *A;          /* [H, R, N] evaluation rows */
-    const float *V;    /* [KVH, N, hd] */
-    const float *Wo;   /* [D, H*hd] */
-    double *C_h;       /* [H] max_n ||V_g[n] W_h^O||_1 */
-    double C;          /* max_h C_h */
-    double *y_norm;    /* [R] ||y||_1 */
-    float *U;          /* [R, H*hd] scratch */
-    float *Ustack;     /* [H, R, hd] scratch */
-    float *Dm;         /* [H, R, N] scratch */
-    float *out;        /* [R, D] scratch */
-    double *F;         /* [H, R] scratch */
-} kv_loss_ctx;
-
-/* win [H, Wp, N], values [KVH, N, hd], wo [D, H*hd]. Returns -1 on OOM. */
-int kv_loss_ctx_build(kv_loss_ctx *c, const float *win, int Wp, const float *values, const float *wo,
-                      int N, int H, int KVH, int hd, int D, int w, int future_q, kv_error *err);
-void kv_loss_ctx_free(kv_loss_ctx *c);
-
-/* keep [KVH, P] selects prefix positions; NULL keeps everything (zero loss). */
-void kv_loss_eval(kv_loss_ctx *c, const uint8_t *keep, kv_loss *out);
 
 #endif

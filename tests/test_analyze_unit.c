@@ -10,6 +10,7 @@
 
 #include "policy/adakv.h"
 #include "policy/fastgen.h"
+#include "policy/loss.h"
 #include "format/h5util.h" /* the reader's attribute helper, for a check */
 #include "format/trace_read.h"
 
@@ -26,7 +27,8 @@ START_TEST(worked_example) {
                              .68, .07, .07, .07, .06, .05};  /* head 2: second-largest .07 (.08 + .07 = .15) */
     int ho[18], ao[18], counts[3];
     uint8_t keep[18];
-    kv_adakv_orders(w, 3, 6, ho, ao);
+    kv_error oerr;
+    ck_assert_int_eq(kv_adakv_orders(w, 3, 6, ho, ao, &oerr), 0);
     kv_adakv_select(KV_ALLOC_UNIFORM, ho, ao, 3, 6, 2, 0.0, keep, counts);
     ck_assert_double_eq_tol(kept_mass(w, keep, 18), 2.26, 1e-12);
     ck_assert_int_eq(counts[0], 2);
@@ -47,7 +49,8 @@ START_TEST(ties_lower_head_then_position) {
     const double w[2 * 4] = {.5, .25, .25, 0, .5, .25, .25, 0};
     int ho[8], ao[8], counts[2];
     uint8_t keep[8];
-    kv_adakv_orders(w, 2, 4, ho, ao);
+    kv_error oerr;
+    ck_assert_int_eq(kv_adakv_orders(w, 2, 4, ho, ao, &oerr), 0);
     ck_assert_int_eq(ao[0], 0);     /* head 0 pos 0 */
     ck_assert_int_eq(ao[1], 4);     /* head 1 pos 0 */
     ck_assert_int_eq(ao[2], 1);     /* head 0 pos 1 */

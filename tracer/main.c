@@ -448,7 +448,7 @@ static int run(const options *o) {
     if (!(k = kv_kernels_open(o->device, o->threads, &err))) goto fail_cfg;
     if (check_memory(&cfg0, &ps, o, k, &err)) goto fail_cfg;
     kv_config_free(&cfg0);
-    if (build_model(&m, o->model_dir, k, &err)) goto fail;
+    if (kv_model_build(&m, o->model_dir, k, &err)) goto fail;
     m.rope_precision = o->rope_precision;
     const kv_config *c = &m.cfg;
 
@@ -527,7 +527,7 @@ done:
     free(tok_path);
     kv_prompts_free(&ps);
     if (tok) kv_tokenizer_free(tok);
-    free_model(&m);
+    kv_model_free(&m);
     if (k) k->destroy(k);
     return rc;
 }

@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
     int n_specs = argc - 7;
     kv_kernels *k = kv_kernels_cpu(2, &err);
     kv_model m;
-    if (!k || build_model(&m, argv[1], k, &err)) goto fail;
+    if (!k || kv_model_build(&m, argv[1], k, &err)) goto fail;
     kv_spec *specs = calloc(n_specs, sizeof *specs);
     for (int s = 0; s < n_specs; s++)
         if (kv_spec_parse(&specs[s], argv[7 + s], &m.cfg, p.obs_window, &err)) goto fail;
@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     kv_fidelity_state_free(&st);
     for (int s = 0; s < n_specs; s++) kv_spec_free(&specs[s]);
     free(specs), free(flags), free(comp), free(masks), free(ids);
-    free_model(&m);
+    kv_model_free(&m);
     k->destroy(k);
     return 0;
 io:
