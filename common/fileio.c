@@ -6,6 +6,41 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* Reads f to its end (at most max_bytes) and closes it. */
+static char *read_stream(FILE *f, const char *path, size_t max_bytes, size_t *len, kv_error *err) {
+    size_t cap = 1 << 16, n = 0, got;
+    char *s = kv_malloc(cap + 1, err);
+    while (s && (got = fread(s + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n > max_bytes) {
+            free(s);
+            fclose(f);
+            kv_fail(err, "%s: more than %zu bytes", path, max_bytes);
+            return NULL;
+        }
+        if (n == cap) {
+            char *bigger = realloc(s, cap * 2 + 1);
+            if (!bigger) free(s);
+            s = bigger;
+            cap *= 2;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!s) {
+        kv_fail(err, "%s: out of memory", path);
+        return NULL;
+    }
+    if (bad) {
+        free(s);
+        kv_fail(err, "%s: read error", path);
+        return NULL;
+    }
+    s[n] = 0;
+    if (len) *len = n;
+    return s;
+}
+
 char *kv_read_file(const char *path, size_t max_bytes, size_t *len, kv_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -13,11 +48,17 @@ char *kv_read_file(const char *path, size_t max_bytes, size_t *len, kv_error *er
         return NULL;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0) {
         fclose(f);
-        kv_fail(err, "%s: not a regular file", path);
+        kv_fail(err, "%s: cannot stat: %s", path, strerror(errno));
         return NULL;
     }
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        kv_fail(err, "%s: is a directory", path);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) return read_stream(f, path, max_bytes, len, err); /* a pipe, /dev/stdin */
     if ((size_t)st.st_size > max_bytes) {
         fclose(f);
         kv_fail(err, "%s: file too large (%lld bytes, limit %zu)", path, (long long)st.st_size, max_bytes);

@@ -1,4 +1,4 @@
-/* Unit tests of tracer/tokenizer*.c on two small hand-made tokenizer.json
+/* Unit tests of tokenizer/ on two small hand-made tokenizer.json
  * files, one of each family:
  *   byte-level:    Split (Llama 3 regex) + ByteLevel, ByteLevel decoder
  *   SentencePiece: Prepend + Replace normalizer, byte_fallback, TemplateProcessing

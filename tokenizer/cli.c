@@ -9,37 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fileio.h"
 #include "tokenizer/tokenizer.h"
+
+#define KV_TEXT_MAX ((size_t)1 << 30) /* longest file read */
 
 static const char USAGE[] =
     "usage: kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F)\n"
     "                        [--pieces] [--no-special] [--special-text STR]...\n";
-
-static char *read_all(const char *path, size_t *len, kv_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kv_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
-    size_t cap = 1 << 16, n = 0, got;
-    char *s = malloc(cap + 1);
-    while (s && (got = fread(s + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *bigger = realloc(s, cap * 2 + 1);
-            if (!bigger) free(s);
-            s = bigger;
-            cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!s) return kv_fail(err, "%s: out of memory", path), NULL;
-    if (bad) {
-        free(s);
-        return kv_fail(err, "%s: read error", path), NULL;
-    }
-    s[n] = 0;
-    *len = n;
-    return s;
-}
 
 static void add_id(const cJSON *v, int32_t *ids, size_t cap, size_t *n) {
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && *n < cap) ids[(*n)++] = (int32_t)v->valuedouble;
@@ -53,7 +30,7 @@ int kv_tokenizer_config_special_ids(const char *config_path, int32_t *ids, size_
                                     kv_error *err) {
     *n = 0;
     size_t len;
-    char *json = read_all(config_path, &len, err);
+    char *json = kv_read_file(config_path, KV_TEXT_MAX, &len, err);
     if (!json) return -1;
     cJSON *root = cJSON_ParseWithLength(json, len);
     free(json);
@@ -134,7 +111,7 @@ int kv_tokenize_main(int argc, char **argv) {
     }
     if (!(t = kv_tokenizer_load(tok_path, &err))) goto fail;
     if (file) {
-        if (!(owned_text = read_all(file, &text_len, &err))) goto fail;
+        if (!(owned_text = kv_read_file(file, KV_TEXT_MAX, &text_len, &err))) goto fail;
         text = owned_text;
     } else {
         text_len = strlen(text);

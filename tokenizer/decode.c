@@ -6,7 +6,7 @@
 #include <utf8proc.h>
 
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/priv.h"
+#include "tokenizer/internal.h"
 
 /* a list of token strings, as the decoders see them */
 typedef struct {

@@ -1,7 +1,7 @@
 /* tokenizer.json loading, the encode pipeline (added tokens -> normalizer ->
  * pre-tokenizer -> BPE -> post-processor) and decoding, following Hugging
- * Face tokenizers. Token flags live in tokenizer_info.c, the BPE model in
- * tokenizer_bpe.c. */
+ * Face tokenizers. Decoding and token flags live in decode.c, the BPE model in
+ * bpe.c. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer/tokenizer.h"
 
@@ -14,7 +14,6 @@
 #include <utf8proc.h>
 
 #include "tokenizer/internal.h"
-#include "tokenizer/priv.h"
 
 /* GPT-2 split pattern of the ByteLevel pre-tokenizer (use_regex). */
 static const char GPT2_PATTERN[] =
