@@ -154,35 +154,6 @@ static int parse_options(int argc, char **argv, fid_options *o) {
 }
 
 /* Tokenizes text prompts and checks every prompt against the model and the specs. */
-static int prepare_prompts(kv_prompt_set *ps, const kv_tokenizer *tok, const char *tok_path, const kv_config *cfg,
-                           int min_tokens, const kv_fidelity_params *p, kv_error *err) {
-    for (int i = 0; i < ps->n; i++) {
-        kv_prompt *q = &ps->items[i];
-        if (q->text) {
-            if (!tok)
-                return kv_fail(err, "%s: prompt '%s' is text, but %s does not exist (give input_ids instead)",
-                               ps->source, q->id, tok_path);
-            size_t n;
-            if (kv_tokenizer_encode(tok, q->text, strlen(q->text), 1, &q->ids, &n, err))
-                return kv_wrap(err, "%s: prompt '%s'", ps->source, q->id);
-            if (n > INT_MAX) return kv_fail(err, "%s: prompt '%s' is too long", ps->source, q->id);
-            q->n_ids = (int)n;
-        }
-        if (q->n_ids > cfg->max_position_embeddings)
-            return kv_fail(err, "%s: prompt '%s' has %d tokens, more than the model's max_position_embeddings %d",
-                           ps->source, q->id, q->n_ids, cfg->max_position_embeddings);
-        if (q->n_ids < min_tokens)
-            return kv_fail(err, "%s: prompt '%s' has %d tokens; --continuation %d%s needs at least %d", ps->source,
-                           q->id, q->n_ids, p->continuation,
-                           min_tokens > p->continuation + 1 ? " and Ada-KV's observation window" : "", min_tokens);
-        for (int j = 0; j < q->n_ids; j++)
-            if (q->ids[j] < 0 || q->ids[j] >= cfg->vocab_size)
-                return kv_fail(err, "%s: prompt '%s': token id %d at position %d is outside the vocabulary (0-%d)",
-                               ps->source, q->id, q->ids[j], j, cfg->vocab_size - 1);
-    }
-    return 0;
-}
-
 static int token_flags(const kv_tokenizer *tok, const kv_config *c, const kv_prompt *q, const fid_options *o,
                        uint8_t *flags, kv_error *err) {
     memset(flags, 0, q->n_ids);
@@ -242,7 +213,16 @@ static int run(const fid_options *o) {
     if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;
     if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
     int min_tokens = kv_fidelity_min_tokens(specs, n_specs, &o->p);
-    if (prepare_prompts(&ps, tok, tok_path, &cfg, min_tokens, &o->p, &err)) goto fail;
+    char max_what[80];
+    snprintf(max_what, sizeof max_what, "the model's max_position_embeddings %d", cfg.max_position_embeddings);
+    if (kv_prompts_prepare(&ps, tok, tok_path, cfg.vocab_size, cfg.max_position_embeddings, max_what, &err)) goto fail;
+    for (int i = 0; i < ps.n; i++)
+        if (ps.items[i].n_ids < min_tokens) {
+            kv_fail(&err, "%s: prompt '%s' has %d tokens; --continuation %d%s needs at least %d", ps.source,
+                    ps.items[i].id, ps.items[i].n_ids, o->p.continuation,
+                    min_tokens > o->p.continuation + 1 ? " and Ada-KV's observation window" : "", min_tokens);
+            goto fail;
+        }
     if (!(k = kv_kernels_open(o->device, o->threads, &err)) || kv_model_build(&m, o->model_dir, k, &err)) goto fail;
     m.rope_precision = o->rope_precision;
     const kv_config *c = &m.cfg;

@@ -70,23 +70,44 @@ static int opt_bool(const cJSON *o, const char *key, int dflt, int *out, const c
 }
 
 /* bos/eos/pad ids: a number or a list of numbers, appended without repeats. */
-static int add_token_ids(kv_config *c, const cJSON *o, const char *key, const char *path, kv_error *err) {
+/* Adds the token ids of key (a number or a list of them) to ids [*n], without repeats. */
+static int add_token_ids(int32_t *ids, int *n, const cJSON *o, const char *key, const char *path, kv_error *err) {
     const cJSON *v = item(o, key);
     if (!v) return 0;
-    int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
-    for (int i = 0; i < n; i++) {
+    int m = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
+    for (int i = 0; i < m; i++) {
         const cJSON *e = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, i) : v;
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2147483647.0 ||
             e->valuedouble != floor(e->valuedouble))
             return kv_fail(err, "%s: \"%s\" must be a token id or a list of them", path, key);
         int32_t id = (int32_t)e->valuedouble, seen = 0;
-        for (int j = 0; j < c->n_special_ids; j++) seen |= c->special_ids[j] == id;
+        for (int j = 0; j < *n; j++) seen |= ids[j] == id;
         if (seen) continue;
-        if (c->n_special_ids == KV_MAX_SPECIAL_IDS)
+        if (*n == KV_MAX_SPECIAL_IDS)
             return kv_fail(err, "%s: more than %d bos/eos/pad token ids", path, KV_MAX_SPECIAL_IDS);
-        c->special_ids[c->n_special_ids++] = id;
+        ids[(*n)++] = id;
     }
     return 0;
+}
+
+static int special_ids_of(const cJSON *root, int32_t *ids, int *n, const char *path, kv_error *err) {
+    *n = 0;
+    return add_token_ids(ids, n, root, "bos_token_id", path, err) || add_token_ids(ids, n, root, "eos_token_id", path, err) ||
+                   add_token_ids(ids, n, root, "pad_token_id", path, err)
+               ? -1
+               : 0;
+}
+
+int kv_config_special_ids(const char *path, int32_t ids[KV_MAX_SPECIAL_IDS], int *n, kv_error *err) {
+    size_t len;
+    char *json = kv_read_file(path, (size_t)64 << 20, &len, err);
+    if (!json) return -1;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    free(json);
+    if (!root) return kv_fail(err, "%s: not valid JSON", path);
+    int rc = special_ids_of(root, ids, n, path, err);
+    cJSON_Delete(root);
+    return rc;
 }
 
 /* A key the chosen class reads in a way kvtrace does not compute. */
@@ -275,8 +296,7 @@ int kv_config_load(kv_config *c, const char *path, kv_error *err) {
         opt_num(root, "rms_norm_eps", 1e-6, &eps, path, err) ||
         opt_bool(root, "tie_word_embeddings", 0, &c->tie_word_embeddings, path, err) ||
         opt_bool(root, "attention_bias", 0, &attention_bias, path, err) ||
-        opt_bool(root, "mlp_bias", 0, &mlp_bias, path, err) || add_token_ids(c, root, "bos_token_id", path, err) ||
-        add_token_ids(c, root, "eos_token_id", path, err) || add_token_ids(c, root, "pad_token_id", path, err))
+        opt_bool(root, "mlp_bias", 0, &mlp_bias, path, err) || special_ids_of(root, c->special_ids, &c->n_special_ids, path, err))
         goto done;
     /* num_key_value_heads: absent -> the class default, null -> num_attention_heads */
     const cJSON *kvh = cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads");

@@ -56,6 +56,10 @@ typedef struct {
 
 int kv_config_load(kv_config *cfg, const char *path, kv_error *err);
 void kv_config_free(kv_config *cfg);
+/* Only the bos/eos/pad token ids of a config.json (numbers or lists, without
+ * repeats), as kv_config_load reads them, for tools that need no model
+ * (kvtrace tokenize). */
+int kv_config_special_ids(const char *path, int32_t ids[KV_MAX_SPECIAL_IDS], int *n, kv_error *err);
 
 /* How RoPE's cos/sin tables are computed: as transformers does (float32
  * inverse frequencies and float32 angles, so its rounding, which grows with

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/fileio.h"
+#include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
 #define KV_TEXT_MAX ((size_t)1 << 30) /* longest file read */
@@ -17,29 +18,6 @@
 static const char USAGE[] =
     "usage: kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F)\n"
     "                        [--pieces] [--no-special] [--special-text STR]...\n";
-
-static void add_id(const cJSON *v, int32_t *ids, size_t cap, size_t *n) {
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && *n < cap) ids[(*n)++] = (int32_t)v->valuedouble;
-    if (cJSON_IsArray(v)) {
-        const cJSON *x;
-        cJSON_ArrayForEach(x, v) add_id(x, ids, cap, n);
-    }
-}
-
-int kv_tokenizer_config_special_ids(const char *config_path, int32_t *ids, size_t cap, size_t *n,
-                                    kv_error *err) {
-    *n = 0;
-    size_t len;
-    char *json = kv_read_file(config_path, KV_TEXT_MAX, &len, err);
-    if (!json) return -1;
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    free(json);
-    if (!root) return kv_fail(err, "%s: not valid JSON", config_path);
-    const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
-    for (int k = 0; k < 3; k++) add_id(cJSON_GetObjectItemCaseSensitive(root, keys[k]), ids, cap, n);
-    cJSON_Delete(root);
-    return 0;
-}
 
 int kv_tokenize_main(int argc, char **argv) {
     static const struct option opts[] = {
@@ -93,9 +71,10 @@ int kv_tokenize_main(int argc, char **argv) {
     kv_error err = {{0}};
     kv_tokenizer *t = NULL;
     char *path = NULL, *owned_text = NULL, **pieces = NULL;
-    int32_t *ids = NULL, extra[64];
+    int32_t *ids = NULL, extra[KV_MAX_SPECIAL_IDS];
     uint8_t *flags = NULL;
-    size_t n_ids = 0, n_extra = 0, text_len = 0;
+    size_t n_ids = 0, text_len = 0;
+    int n_extra = 0;
     if (model) {
         size_t L = strlen(model) + 32;
         path = malloc(L);
@@ -104,7 +83,7 @@ int kv_tokenize_main(int argc, char **argv) {
         FILE *probe = fopen(path, "rb");
         if (probe) {
             fclose(probe);
-            if (kv_tokenizer_config_special_ids(path, extra, 64, &n_extra, &err)) goto fail;
+            if (kv_config_special_ids(path, extra, &n_extra, &err)) goto fail;
         }
         snprintf(path, L, "%s/tokenizer.json", model);
         tok_path = path;
@@ -125,7 +104,7 @@ int kv_tokenize_main(int argc, char **argv) {
     if (want_pieces) {
         flags = malloc(n_ids + 1);
         if (!flags) goto oom;
-        if (kv_tokenizer_token_info(t, ids, n_ids, extra, n_extra, stexts, n_stexts, &pieces, flags, &err)) {
+        if (kv_tokenizer_token_info(t, ids, n_ids, extra, (size_t)n_extra, stexts, n_stexts, &pieces, flags, &err)) {
             cJSON_Delete(arr);
             goto fail;
         }

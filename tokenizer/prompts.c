@@ -1,5 +1,7 @@
 #include "tokenizer/prompts.h"
 
+#include <limits.h>
+
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -170,4 +172,30 @@ done:
         snprintf(s->source, sizeof s->source, "%s", path);
     }
     return rc;
+}
+
+int kv_prompts_prepare(kv_prompt_set *s, const kv_tokenizer *tok, const char *tok_path, int vocab_size,
+                       long max_tokens, const char *max_what, kv_error *err) {
+    for (int i = 0; i < s->n; i++) {
+        kv_prompt *p = &s->items[i];
+        if (p->text) {
+            if (!tok)
+                return kv_fail(err, "%s: prompt '%s' is text, but %s does not exist (give input_ids instead)",
+                               s->source, p->id, tok_path);
+            size_t n;
+            if (kv_tokenizer_encode(tok, p->text, strlen(p->text), 1, &p->ids, &n, err))
+                return kv_wrap(err, "%s: prompt '%s'", s->source, p->id);
+            if (n > INT_MAX) return kv_fail(err, "%s: prompt '%s' is too long", s->source, p->id);
+            p->n_ids = (int)n;
+        }
+        if (p->n_ids == 0) return kv_fail(err, "%s: prompt '%s' has no tokens", s->source, p->id);
+        if (p->n_ids > max_tokens)
+            return kv_fail(err, "%s: prompt '%s' has %d tokens, more than %s (prompts are never truncated)",
+                           s->source, p->id, p->n_ids, max_what);
+        for (int j = 0; j < p->n_ids; j++)
+            if (p->ids[j] < 0 || p->ids[j] >= vocab_size)
+                return kv_fail(err, "%s: prompt '%s': token id %d at position %d is outside the vocabulary (0-%d)",
+                               s->source, p->id, p->ids[j], j, vocab_size - 1);
+    }
+    return 0;
 }

@@ -4,7 +4,9 @@
 #define KV_PROMPTS_H
 
 #include <stdint.h>
+
 #include "common/error.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct {
     char *id;
@@ -23,5 +25,13 @@ typedef struct {
 int kv_prompts_load(kv_prompt_set *s, const char *path, kv_error *err);
 int kv_prompts_builtin(kv_prompt_set *s, kv_error *err);
 void kv_prompts_free(kv_prompt_set *s);
+
+/* Encodes every text prompt with tok (NULL when there is no tokenizer.json:
+ * then only input_ids prompts are accepted; tok_path names the missing file)
+ * and checks each prompt: at least one token, at most max_tokens (max_what
+ * says where that limit comes from, e.g. "--max-tokens 8192"; prompts are
+ * never truncated), every id inside the vocabulary [0, vocab_size). */
+int kv_prompts_prepare(kv_prompt_set *s, const kv_tokenizer *tok, const char *tok_path, int vocab_size,
+                       long max_tokens, const char *max_what, kv_error *err);
 
 #endif

@@ -72,12 +72,6 @@ int kv_tokenizer_token_bytes(const kv_tokenizer *t, int32_t id, char *buf, size_
  * KV_FLAG_PUNCT and/or KV_FLAG_SPACE, never KV_FLAG_SPECIAL. */
 uint8_t kv_tokenizer_text_flags(const char *bytes, size_t len);
 
-/* bos_token_id / eos_token_id / pad_token_id (numbers or arrays) of a
- * model's config.json, for the extra_special_ids of token_info. Writes at
- * most cap ids. */
-int kv_tokenizer_config_special_ids(const char *config_path, int32_t *ids, size_t cap, size_t *n,
-                                    kv_error *err);
-
 /* The CLI subcommand: argv[0] is "tokenize". Returns the exit status. */
 int kv_tokenize_main(int argc, char **argv);
 

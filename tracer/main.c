@@ -336,33 +336,6 @@ static void progress(void *p, int layer) {
 }
 
 /* Tokenizes text prompts and checks every prompt against the model. */
-static int prepare_prompts(kv_prompt_set *ps, const kv_tokenizer *tok, const char *tok_path, const kv_config *cfg,
-                           long max_tokens, kv_error *err) {
-    for (int i = 0; i < ps->n; i++) {
-        kv_prompt *p = &ps->items[i];
-        if (p->text) {
-            if (!tok)
-                return kv_fail(err, "%s: prompt '%s' is text, but %s does not exist (give input_ids instead)",
-                               ps->source, p->id, tok_path);
-            size_t n;
-            if (kv_tokenizer_encode(tok, p->text, strlen(p->text), 1, &p->ids, &n, err))
-                return kv_wrap(err, "%s: prompt '%s'", ps->source, p->id);
-            if (n > INT_MAX) return kv_fail(err, "%s: prompt '%s' is too long", ps->source, p->id);
-            p->n_ids = (int)n;
-            if (n == 0) return kv_fail(err, "%s: prompt '%s' encodes to no tokens", ps->source, p->id);
-        }
-        if (p->n_ids > max_tokens)
-            return kv_fail(err, "%s: prompt '%s' has %d tokens, more than --max-tokens %ld (prompts are never "
-                                "truncated)",
-                           ps->source, p->id, p->n_ids, max_tokens);
-        for (int j = 0; j < p->n_ids; j++)
-            if (p->ids[j] < 0 || p->ids[j] >= cfg->vocab_size)
-                return kv_fail(err, "%s: prompt '%s': token id %d at position %d is outside the vocabulary (0-%d)",
-                               ps->source, p->id, p->ids[j], j, cfg->vocab_size - 1);
-    }
-    return 0;
-}
-
 static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_tokenizer *tok,
                         const options *o, float *logits, kv_error *err) {
     const kv_config *c = &m->cfg;
@@ -444,7 +417,9 @@ static int run(const options *o) {
     if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail_cfg;
     if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail_cfg;
     long max_tokens = o->max_tokens ? o->max_tokens : cfg0.max_position_embeddings;
-    if (prepare_prompts(&ps, tok, tok_path, &cfg0, max_tokens, &err)) goto fail_cfg;
+    char max_what[64];
+    snprintf(max_what, sizeof max_what, "--max-tokens %ld", max_tokens);
+    if (kv_prompts_prepare(&ps, tok, tok_path, cfg0.vocab_size, max_tokens, max_what, &err)) goto fail_cfg;
     if (!(k = kv_kernels_open(o->device, o->threads, &err))) goto fail_cfg;
     if (check_memory(&cfg0, &ps, o, k, &err)) goto fail_cfg;
     kv_config_free(&cfg0);
