@@ -11,6 +11,7 @@
 #include <pcre2.h>
 
 #include "common/error.h"
+#include "tokenizer/tokenizer.h"
 
 /* growable int32 vector */
 typedef struct {
@@ -187,5 +188,16 @@ int kv_utf8_lossy(kv_buf *out, const char *s, size_t n);
 char *kv_tok_strdup(const char *s);
 int kv_tok_replace_all(kv_buf *out, const char *s, size_t n, const char *lit, size_t lit_len,
                        const pcre2_code *re, const char *with, size_t with_len, pcre2_match_data *md);
+
+/* ---- text helpers (text.c) ---- */
+size_t kv_utf8_first_invalid(const char *s, size_t n);
+int32_t kv_utf8_decode(const char *s, size_t n, size_t *len);
+int kv_is_ws_cp(int32_t c);
+/* a NUL-terminated copy of s[0, n) (NULL when out of memory) */
+char *kv_tok_strndup(const char *s, size_t n);
+/* compiles pat (UTF-8, Unicode properties; literal: as a plain string); what names it in errors */
+pcre2_code *kv_tok_compile_re(const char *pat, int literal, const char *what, kv_error *err);
+/* the ByteLevel byte <-> code point tables of t */
+void kv_tok_byte_level_tables(kv_tokenizer *t);
 
 #endif
