@@ -90,7 +90,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h common/dtype.h common/error.h
+$(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h kernels/bench_hooks.h common/dtype.h common/error.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -I. -Xcompiler -fPIC,-Wall,-Wextra -c $< -o $@
 

@@ -18,6 +18,7 @@
 
 #include "common/cli.h"
 #include "common/dtype.h"
+#include "kernels/bench_hooks.h"
 #include "kernels/kernels.h"
 
 #define REPS 9

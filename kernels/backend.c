@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/bench_hooks.h"
 #include "kernels/kernels.h"
 
 #ifndef KV_HAVE_CUDA

@@ -145,12 +145,25 @@ static int cpu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *
     return 0;
 }
 
+/* One layer's attention: what every block of it reads and writes. */
+typedef struct {
+    float *out;                  /* [n, n_heads·hd] */
+    const float *q, *kk, *v;     /* [n, n_heads·hd], [n, n_kv_heads·hd] ×2 */
+    int n, n_heads, n_kv_heads, hd;
+    int sw;                      /* sliding window, 0: none */
+    const kv_attn_mask *mask;    /* or NULL */
+    const kv_attn_capture *cap;  /* or NULL */
+} attn_layer;
+
 /* One head, query rows [r0, r1): probabilities into p [rows, r1] (columns
  * below the first visible key are zero), captures, then out rows. */
-static void attn_block(float *out, const float *q, const float *kk, const float *v, int n, int n_heads,
-                       int n_kv_heads, int hd, int sw, int h, int r0, int r1, float *p, const kv_attn_mask *mask,
-                       const kv_attn_capture *cap) {
-    int qd = n_heads * hd, kvd = n_kv_heads * hd, g = h / (n_heads / n_kv_heads);
+static void attn_block(const attn_layer *L, int h, int r0, int r1, float *p) {
+    float *out = L->out;
+    const float *q = L->q, *kk = L->kk, *v = L->v;
+    int n = L->n, n_heads = L->n_heads, hd = L->hd, sw = L->sw;
+    const kv_attn_mask *mask = L->mask;
+    const kv_attn_capture *cap = L->cap;
+    int qd = n_heads * hd, kvd = L->n_kv_heads * hd, g = h / (n_heads / L->n_kv_heads);
     int rows = r1 - r0, nk = r1;
     int k0 = sw > 0 && r0 - sw + 1 > 0 ? r0 - sw + 1 : 0; /* first key any row of the block sees */
     float scale = 1.0f / sqrtf((float)hd);
@@ -211,6 +224,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
     if (mask && (mask->n_ctx < 1 || mask->n_ctx > n || !mask->allow))
         return kv_fail(err, "attention mask: context length %d is outside 1..%d", mask->n_ctx, n);
     if (cap && cap->colsum) memset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float));
+    const attn_layer L = {out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, mask, cap};
     int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
     if (cap && cap->maps) {
         /* Full maps go to the sink in order: heads one after another, BLAS
@@ -220,7 +234,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
         for (int h = 0; h < n_heads; h++)
             for (int r0 = 0; r0 < n; r0 += blk) {
                 int r1 = r0 + blk < n ? r0 + blk : n;
-                attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, mask, cap);
+                attn_block(&L, h, r0, r1, p);
                 if (cap->maps->block(cap->maps->ctx, h, r0, r1 - r0, p, r1, err)) {
                     free(p);
                     return -1;
@@ -240,7 +254,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
         float *p = pbuf + (size_t)omp_get_thread_num() * blk * n;
         for (int r0 = 0; r0 < n; r0 += blk) {
             int r1 = r0 + blk < n ? r0 + blk : n;
-            attn_block(out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, h, r0, r1, p, mask, cap);
+            attn_block(&L, h, r0, r1, p);
         }
     }
     openblas_set_num_threads(blas_threads);

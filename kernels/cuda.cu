@@ -22,6 +22,7 @@
 
 extern "C" {
 #include "common/dtype.h"
+#include "kernels/bench_hooks.h"
 #include "kernels/kernels.h"
 }
 

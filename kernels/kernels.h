@@ -1,12 +1,15 @@
 /* The numeric building blocks of the forward pass, behind one interface.
- * A backend (kernels/cpu.c now, kernels/cuda.cu later) fills a kv_kernels
- * table; the tracer calls only through it, on buffers the backend allocated
- * ("device" buffers; host memory on the CPU backend). All activations are
- * float32, row-major. Weights keep whatever dtype the backend chose when
- * they were uploaded (the CPU backend converts to float32).
+ * A backend (kernels/cpu.c: OpenBLAS; kernels/cuda.cu: cuBLAS, loaded as the
+ * plugin bin/libkvcuda.so by kernels/backend.c) fills a kv_kernels table;
+ * the forward pass (model/forward.c) calls only through it, on buffers the
+ * backend allocated ("device" buffers; host memory on the CPU backend). All
+ * activations are float32, row-major. Weights keep whatever dtype the
+ * backend chose when they were uploaded (the CPU backend converts F16/BF16
+ * to float32 and reads float32 weights in place, kv_weight.borrowed).
  *
- * Every kernel here has a plain reference in tests/test_kernels.c that
- * validates it. */
+ * Every kernel here is checked against a plain reference by the shared
+ * checks in tests/kernel_checks.h: on the CPU by tests/test_kernels.c, on a
+ * GPU by tests/test_kernels_cuda.c. */
 #ifndef KV_KERNELS_H
 #define KV_KERNELS_H
 
@@ -105,13 +108,8 @@ int kv_cuda_built(void);
 /* NULL when the CUDA plugin loads, else why not ("not built" without CUDA). */
 const char *kv_cuda_unavailable(void);
 int kv_cuda_device_count(void);
-/* For bench/bench_gpu_proj.c: seconds per plain cuBLAS product y[n, out] =
- * x[n, in]·Wᵀ in the types kv_kernels' matmul uses for weights of `dtype`
- * (median over reps batches of KV_PEER_BATCH back-to-back calls); -1 with
- * err filled on failure. */
-#define KV_PEER_BATCH 20
-double kv_cuda_peer_gemm_seconds(int device, int n, int out, int in, int dtype, int reps, kv_error *err);
-/* "cpu", "cuda" or "auto" (the GPU when one is present and CUDA was built). */
+/* "cpu", "cuda" or "auto" (the CPU until the CUDA backend's parity on a GPU
+ * is recorded: kernels/backend.c). */
 kv_kernels *kv_kernels_open(const char *device, int threads, kv_error *err);
 
 #endif
