@@ -274,26 +274,28 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     return 0;
 }
 
-static void concentration_layer(kv_run *R, const kv_prompt *p, int li) {
+static int concentration_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     const kv_trace *t = R->t;
-    int H = t->n_heads, N = p->n_tokens, Wp = p->window_rows;
-    double *mass = malloc((size_t)H * KV_CONC_MAX * sizeof *mass);
-    int *pos = malloc((size_t)H * KV_CONC_MAX * sizeof *pos);
-#pragma omp parallel
-    {
-        float *s = malloc((size_t)N * sizeof *s);
-#pragma omp for schedule(dynamic, 1)
-        for (int h = 0; h < H; h++)
-            kv_concentration(R->win + (size_t)h * Wp * N, Wp, N, mass + (size_t)h * KV_CONC_MAX,
-                             pos + (size_t)h * KV_CONC_MAX, s);
-        free(s);
+    int H = t->n_heads, N = p->n_tokens, Wp = p->window_rows, nt = omp_get_max_threads();
+    double *mass = kv_malloc((size_t)H * KV_CONC_MAX * sizeof *mass, err);
+    int *pos = kv_malloc((size_t)H * KV_CONC_MAX * sizeof *pos, err);
+    uint32_t *scratch = kv_malloc((size_t)nt * 2 * N * sizeof *scratch, err); /* [threads, 2N] */
+    if (!mass || !pos || !scratch) {
+        free(mass), free(pos), free(scratch);
+        return -1;
     }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int h = 0; h < H; h++)
+        kv_concentration(R->win + (size_t)h * Wp * N, Wp, N, mass + (size_t)h * KV_CONC_MAX,
+                         pos + (size_t)h * KV_CONC_MAX, scratch + (size_t)omp_get_thread_num() * 2 * N);
     for (int h = 0; h < H; h++)
         for (int x = 0; x < KV_CONC_MAX; x++)
             fprintf(R->out.f[OUT_CONC].fp, "%s,%d,%d,%d,%d,%.9g\n", p->id, t->layers[li], h, x + 1,
                     pos[(size_t)h * KV_CONC_MAX + x], mass[(size_t)h * KV_CONC_MAX + x]);
     free(mass);
     free(pos);
+    free(scratch);
+    return 0;
 }
 
 /* ------------------------------------------------------------- prompt */
@@ -335,7 +337,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         double t2 = omp_get_wtime();
         if (!rc) rc = adakv_layer(R, p, li, err);
         double t3 = omp_get_wtime();
-        if (!rc) concentration_layer(R, p, li);
+        if (!rc) rc = concentration_layer(R, p, li, err);
         double t4 = omp_get_wtime();
         R->t_read += t1 - t0, R->t_fastgen += t2 - t1, R->t_adakv += t3 - t2, R->t_conc += t4 - t3;
         if (!rc && R->o->progress) show_progress(R, p, li);

@@ -31,9 +31,8 @@ static inline float unkey(uint32_t k) {
     return f;
 }
 
-void kv_concentration(const float *rows, int nrows, int N, double *mass, int *positions, float *s) {
-    (void)s;
-    uint32_t *k = malloc((size_t)N * sizeof *k), *tmp = malloc((size_t)N * sizeof *tmp);
+void kv_concentration(const float *rows, int nrows, int N, double *mass, int *positions, uint32_t *scratch) {
+    uint32_t *k = scratch, *tmp = scratch + N;
     for (int x = 1; x <= KV_CONC_MAX; x++) {
         positions[x - 1] = kv_ceil_frac(x / 100.0, N);
         mass[x - 1] = 0;
@@ -50,6 +49,4 @@ void kv_concentration(const float *rows, int nrows, int N, double *mass, int *po
         }
     }
     for (int x = 0; x < KV_CONC_MAX; x++) mass[x] = nrows ? mass[x] / nrows : 0;
-    free(k);
-    free(tmp);
 }

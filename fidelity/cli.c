@@ -273,7 +273,10 @@ static int run(const fid_options *o) {
             }
             t_comp += kv_now_s() - t0;
             kv_fidelity_row r;
-            kv_fidelity_metrics(&st, s, q->ids, comp, &r);
+            if (kv_fidelity_metrics(&st, s, q->ids, comp, &r, &err)) {
+                kv_fidelity_state_free(&st);
+                goto fail;
+            }
             write_row(out, q->id, &specs[s], o, q->n_ids, &r);
             sum[s].memory_kept += r.memory_kept / ps.n;
             sum[s].mean_kl += r.mean_kl / ps.n;

@@ -350,10 +350,14 @@ static int argmax(const float *x, int V) {
     return best;
 }
 
-void kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp,
-                         kv_fidelity_row *row) {
+int kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp,
+                        kv_fidelity_row *row, kv_error *err) {
     int Q = st->Q, V = st->vocab, Nc = st->n_ctx;
-    double *lr = malloc((size_t)V * sizeof(double)), *lc = malloc((size_t)V * sizeof(double));
+    double *lr = kv_malloc((size_t)V * sizeof(double), err), *lc = kv_malloc((size_t)V * sizeof(double), err);
+    if (!lr || !lc) {
+        free(lr), free(lc);
+        return -1;
+    }
     memset(row, 0, sizeof *row);
     int agree = 0;
     for (int r = 0; r < Q; r++) {
@@ -383,4 +387,5 @@ void kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids,
     row->relative_l1 = st->rel_l1[s] / st->n_compressed;
     free(lr);
     free(lc);
+    return 0;
 }

@@ -80,8 +80,8 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
 int kv_fidelity_compressed(kv_model *m, const int32_t *ids, const kv_fidelity_state *st, int s, float *logits,
                            kv_error *err);
 /* Compares the passes: fills row (memory and L1 from st). */
-void kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp_logits,
-                         kv_fidelity_row *row);
+int kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp_logits,
+                        kv_fidelity_row *row, kv_error *err); /* -1: out of memory */
 void kv_fidelity_state_free(kv_fidelity_state *st);
 
 /* `kvtrace fidelity ...` (fidelity/cli.c) */

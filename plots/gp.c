@@ -88,11 +88,16 @@ static void vars_add(kvp_vars *v, const char *key, char *val) {
         if (s) v->vals = s;
         if (!k || !s) {
             free(val);
+            v->oom = 1;
             return;
         }
         v->cap = cap;
     }
-    v->keys[v->n] = strdup(key);
+    if (!(v->keys[v->n] = strdup(key))) {
+        free(val);
+        v->oom = 1;
+        return;
+    }
     v->vals[v->n] = val;
     v->n++;
 }
@@ -104,12 +109,14 @@ void kvp_vars_set(kvp_vars *v, const char *key, const char *fmt, ...) {
     if (vasprintf(&val, fmt, ap) < 0) val = NULL;
     va_end(ap);
     if (val) vars_add(v, key, val);
+    else v->oom = 1;
 }
 
 void kvp_vars_str(kvp_vars *v, const char *key, const char *s) {
     kvp_buf b = {0};
     kvp_gp_string(&b, s, 0);
     if (b.s) vars_add(v, key, b.s);
+    else v->oom = 1;
 }
 
 void kvp_vars_free(kvp_vars *v) {
@@ -202,6 +209,10 @@ static char *fill_pass(const char *text, const char *path, const kvp_vars *vars,
 }
 
 char *kvp_template_fill(const char *dir, const char *name, const kvp_vars *vars, kv_error *err) {
+    if (vars->oom) {
+        kv_fail(err, "%s: out of memory filling the template", name);
+        return NULL;
+    }
     char path[PATH_MAX], cpath[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(cpath, sizeof cpath, "%s/common.gp", dir);

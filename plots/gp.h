@@ -32,10 +32,13 @@ void kvp_buf_free(kvp_buf *b);
 #define KVP_GP_DQUOTE 4
 void kvp_gp_string(kvp_buf *b, const char *s, int mode);
 
-/* Key/value list for filling a template. Values are gnuplot literals. */
+/* Key/value list for filling a template. Values are gnuplot literals.
+ * Setting a value that cannot be stored (out of memory) marks the list, and
+ * kvp_template_fill then fails: no script is written with a value missing. */
 typedef struct {
     int n, cap;
     char **keys, **vals;
+    int oom;
 } kvp_vars;
 void kvp_vars_set(kvp_vars *v, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void kvp_vars_str(kvp_vars *v, const char *key, const char *s);   /* as a string literal */

@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "mask_%d.u8", s);
         if (dump(out, name, masks, st.n_layers * LM)) goto io;
         kv_fidelity_row r;
-        kv_fidelity_metrics(&st, s, ids, comp, &r);
+        if (kv_fidelity_metrics(&st, s, ids, comp, &r, &err)) goto fail;
         char row[512];
         int len = snprintf(row, sizeof row, "%.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g\n", r.memory_kept,
                            r.mean_kl, r.max_kl, r.top1, r.nll_ref, r.nll_comp, r.l1, r.relative_l1);
