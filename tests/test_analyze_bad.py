@@ -12,12 +12,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ana
 from common import need_tool, run, tmpdir  # noqa: E402
 import mktrace  # noqa: E402
 
-need_tool()
+try:
+    need_tool()
+except SystemExit:
+    print("analyze_bad: 0 passed, 0 failed, 1 skipped")
+    raise
+fail = 0
+n_checks = 0    # a check: one case of bad input, or one of the --force checks at the end
+
+
+def crashed(*exc):
+    """An exception ends the test: one more failed check, the closing line after the traceback."""
+    sys.__excepthook__(*exc)
+    print(f"analyze_bad: {n_checks - fail} passed, {fail + 1} failed")
+
+
+sys.excepthook = crashed
 d = tmpdir()
 base = os.path.join(d, "base.h5")
 mktrace.random_trace(base, L=2, H=4, KVH=2, hd=8, D=16, N=80, n_prompts=2, window=64, seed=7)
-fail = 0
-n_cases = 0
 
 
 def variant(name, edit):
@@ -30,8 +43,7 @@ def variant(name, edit):
 
 def expect_error(name, args, must_contain, outdir=None, existing=None):
     """Runs kvanalyze and checks the failure; existing: files already in outdir."""
-    global fail, n_cases
-    n_cases += 1
+    global fail, n_checks
     out = outdir or os.path.join(d, "out-" + name)
     p = run([a if a != "OUT" else out for a in args], check=False)
     errs = []
@@ -49,6 +61,7 @@ def expect_error(name, args, must_contain, outdir=None, existing=None):
         left = sorted(os.listdir(out))
         if left != sorted(existing):
             errs.append(f"{out} changed: {left}")
+    n_checks += 1
     if errs:
         fail += 1
         print(f"FAIL {name}: " + "; ".join(errs))
@@ -153,16 +166,19 @@ with open(os.path.join(out, "eviction_loss.csv")) as f:
     before = f.read()
 files = sorted(os.listdir(out))
 expect_error("exists-no-force", [base, "-o", out, "-b", "50"], "--force", outdir=out, existing=files)
+n_checks += 1
 if open(os.path.join(out, "eviction_loss.csv")).read() != before:
     fail += 1
     print("FAIL exists-no-force: eviction_loss.csv was modified")
 run([base, "-o", out, "-b", "50", "--force"])
+n_checks += 1
 if ",50,window," not in open(os.path.join(out, "eviction_loss.csv")).read():
     fail += 1
     print("FAIL force: eviction_loss.csv not replaced")
+n_checks += 1
 if sorted(os.listdir(out)) != files:
     fail += 1
     print("FAIL force: temporary files left", os.listdir(out))
 shutil.rmtree(d)
-print(f"bad input: {n_cases} cases,", "FAILED" if fail else "passed")
+print(f"analyze_bad: {n_checks - fail} passed, {fail} failed")
 sys.exit(1 if fail else 0)

@@ -15,11 +15,35 @@ sys.path.insert(0, os.path.join(HERE, "analyzer"))
 from common import ROOT, need_tool, read_csv, run, tmpdir  # noqa: E402
 import kvref  # noqa: E402
 
-need_tool()
+try:
+    need_tool()
+except SystemExit:
+    print("analyze_e2e: 0 passed, 0 failed, 1 skipped")
+    raise
 KVTRACE = os.path.join(ROOT, "bin", "kvtrace")
 if not os.access(KVTRACE, os.X_OK):
     print(f"skipped: {KVTRACE} is not built")
+    print("analyze_e2e: 0 passed, 0 failed, 1 skipped")
     sys.exit(77)
+fail = 0
+n_checks = 0    # a check: one kvtrace run, one comparison with kvref, the progress line
+
+
+def mismatch(cond):
+    """One check: counted, and cond returned as 1 where it fails."""
+    global fail, n_checks
+    n_checks += 1
+    fail += bool(cond)
+    return int(bool(cond))
+
+
+def crashed(*exc):
+    """An exception ends the test: one more failed check, the closing line after the traceback."""
+    sys.__excepthook__(*exc)
+    print(f"analyze_e2e: {n_checks - fail} passed, {fail + 1} failed")
+
+
+sys.excepthook = crashed
 
 d = tmpdir()
 prompts = os.path.join(d, "p.jsonl")
@@ -28,7 +52,6 @@ with open(prompts, "w") as f:
     for pid, n in (("a", 90), ("b", 71)):
         f.write(json.dumps({"id": pid, "input_ids": [int(x) for x in rng.integers(3, 100, n)]}) + "\n")
 
-fail = 0
 cases = [
     ("llama_gqa_tied", ["--full-maps"]),
     ("llama_gqa_tied", ["--full-maps", "--maps-dtype", "f16", "--maps-compression", "none"]),
@@ -42,9 +65,8 @@ for variant, targs in cases:
     trace = os.path.join(d, "t.h5")
     p = subprocess.run([KVTRACE, "--model", model, "--prompts", prompts, "-o", trace, "--window", "64", "--force",
                         "--threads", "1"] + targs, capture_output=True, text=True)
-    if p.returncode != 0:
+    if mismatch(p.returncode != 0):
         print(f"FAIL {variant} {targs}: kvtrace: {p.stderr.strip()}")
-        fail += 1
         continue
     out = os.path.join(d, "out")
     shutil.rmtree(out, ignore_errors=True)
@@ -52,25 +74,25 @@ for variant, targs in cases:
     ref = kvref.analyze(trace, thresholds=[0.8, 0.95], budgets=[40, 56, 200], Q=8, w=16)
     bad = 0
     got = read_csv(os.path.join(out, "fastgen_heads.csv"))
-    bad += len(got) != len(ref["fastgen"])
+    bad += mismatch(len(got) != len(ref["fastgen"]))
     for g, r in zip(got, ref["fastgen"]):
-        bad += g["policy"] != r["policy"] or g["rows"] != r["rows"]
-        bad += any(abs(float(g[k]) - r[k]) > 1e-5 for k in ("rec_special", "rec_punct", "rec_frequent", "rec_local"))
+        bad += mismatch(g["policy"] != r["policy"] or g["rows"] != r["rows"])
+        bad += mismatch(any(abs(float(g[k]) - r[k]) > 1e-5
+                            for k in ("rec_special", "rec_punct", "rec_frequent", "rec_local")))
     got = read_csv(os.path.join(out, "eviction_loss.csv"))
-    bad += len(got) != len(ref["loss"])
+    bad += mismatch(len(got) != len(ref["loss"]))
     for g, r in zip(got, ref["loss"]):
         for k in ("bound", "bound_per_head", "actual_l1", "relative_l1", "kept_mass"):
-            if abs(float(g[k]) - r[k]) > 1e-6 + 2e-4 * abs(r[k]):
+            if mismatch(abs(float(g[k]) - r[k]) > 1e-6 + 2e-4 * abs(r[k])):
                 bad += 1
                 if bad < 4:
                     print(f"  {variant} {g['prompt']} L{g['layer']} {g['allocation']} B={g['budget']} {k}: "
                           f"{g[k]} vs {r[k]}")
     rows = {r["rows"] for r in read_csv(os.path.join(out, "fastgen_heads.csv"))}
     want_rows = {"all"} if "--full-maps" in targs else {"window"}
-    bad += rows != want_rows
+    bad += mismatch(rows != want_rows)
     print(f"{'ok  ' if not bad else 'FAIL'} {variant} {' '.join(targs) or '(window only)'}: "
           f"{len(ref['fastgen']) + len(ref['loss'])} rows, {bad} mismatches")
-    fail += bad > 0
 
 # progress: a line per layer on stderr when it is a terminal, nothing in the summary on stdout
 import pty  # noqa: E402
@@ -92,7 +114,8 @@ os.close(master)
 tty = tty.decode()
 ok = (p.returncode == 0 and "\rkvanalyze: prompt 1/" in tty and " left" in tty and tty.rstrip().endswith("left")
       and "kvanalyze: prompt" not in p.stdout and "FastGen policies" in p.stdout)
+mismatch(not ok)
 print(f"{'ok  ' if ok else 'FAIL'} progress line on a terminal: {tty.strip()[-90:]!r}")
-fail += not ok
 shutil.rmtree(d)
+print(f"analyze_e2e: {n_checks - fail} passed, {fail} failed")
 sys.exit(1 if fail else 0)

@@ -13,7 +13,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ana
 from common import need_tool, read_csv, run, tmpdir  # noqa: E402
 import mktrace  # noqa: E402
 
-need_tool()
+try:
+    need_tool()
+except SystemExit:
+    print("analyze_policies: 0 passed, 0 failed, 1 skipped")
+    raise
 N = 160
 PUNCT = list(range(5, N, 10))          # 16 punctuation positions
 HEAVY = [1, 2, 3]
@@ -60,13 +64,24 @@ attn = np.stack([head(k) for k in KINDS])[None].astype(np.float32)        # [1, 
 rng = np.random.default_rng(5)
 special_rec = (1 + (N - 1) * 0.96) / N                                     # 0.96025
 fail = 0
+n_checks = 0
 
 
 def check(cond, msg):
-    global fail
+    global fail, n_checks
+    n_checks += 1
     if not cond:
         fail += 1
         print("FAIL:", msg)
+
+
+def crashed(*exc):
+    """An exception ends the test: one more failed check, the closing line after the traceback."""
+    sys.__excepthook__(*exc)
+    print(f"analyze_policies: {n_checks - fail} passed, {fail + 1} failed")
+
+
+sys.excepthook = crashed
 
 
 d = tmpdir()
@@ -140,5 +155,5 @@ for agg in ("mean", "min"):
     check(abs(got - want) < 1e-9, f"aggregate {agg}: {got} vs {want}")
     check(pol["parameters"]["aggregate"] == agg and pol["parameters"]["prompts"] == ["a", "b"], "parameters")
 shutil.rmtree(d)
-print("policies:", "FAILED" if fail else "passed")
+print(f"analyze_policies: {n_checks - fail} passed, {fail} failed")
 sys.exit(1 if fail else 0)

@@ -13,7 +13,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ana
 from common import need_tool, read_csv, run, tmpdir  # noqa: E402
 import mktrace  # noqa: E402
 
-need_tool()
+try:
+    need_tool()
+except SystemExit:
+    print("analyze_props: 0 passed, 0 failed, 1 skipped")
+    raise
 fail = 0
 checked = defaultdict(int)
 
@@ -25,6 +29,15 @@ def check(cond, name, msg):
         fail += 1
         if fail < 20:
             print("FAIL:", name, msg)
+
+
+def crashed(*exc):
+    """An exception ends the test: one more failed check, the closing line after the traceback."""
+    sys.__excepthook__(*exc)
+    print(f"analyze_props: {sum(checked.values()) - fail} passed, {fail + 1} failed")
+
+
+sys.excepthook = crashed
 
 
 d = tmpdir()
@@ -93,5 +106,5 @@ for ti, (path, N) in enumerate(traces):
 shutil.rmtree(d)
 for k, v in sorted(checked.items()):
     print(f"{k}: {v} checks")
-print("properties:", "FAILED" if fail else "passed")
+print(f"analyze_props: {sum(checked.values()) - fail} passed, {fail} failed")
 sys.exit(1 if fail else 0)

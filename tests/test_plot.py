@@ -27,9 +27,11 @@ FIGS = ["policy_by_layer", "head_maps", "memory_vs_threshold", "loss_vs_budget",
 for tool in (KVPLOT, KVANALYZE):
     if not os.access(tool, os.X_OK):
         print(f"skipped: {tool} is not built")
+        print("plot: 0 passed, 0 failed, 1 skipped")
         sys.exit(77)
 if not shutil.which("gnuplot"):
     print("skipped: gnuplot is not installed (apt-get install gnuplot-nox)")
+    print("plot: 0 passed, 0 failed, 1 skipped")
     sys.exit(77)
 
 failures = []
@@ -42,6 +44,15 @@ def check(cond, what):
     if not cond:
         failures.append(what)
         print("FAIL:", what)
+
+
+def crashed(*exc):
+    """An exception ends the test: one more failed check, the closing line after the traceback."""
+    sys.__excepthook__(*exc)
+    print(f"plot: {n_checks - len(failures)} passed, {len(failures) + 1} failed")
+
+
+sys.excepthook = crashed
 
 
 def run(args, env=None, cwd=None):
@@ -350,7 +361,5 @@ try:
 finally:
     shutil.rmtree(work, ignore_errors=True)
 
-if failures:
-    print(f"{len(failures)} check(s) failed")
-    sys.exit(1)
-print(f"kvplot: all {n_checks} checks passed")
+print(f"plot: {n_checks - len(failures)} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)

