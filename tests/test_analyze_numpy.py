@@ -36,8 +36,21 @@ def crashed(*exc):
 sys.excepthook = crashed
 
 
-def close(a, b, rtol=2e-4, atol=2e-6):
+# The loss columns are held to docs/analyzer.md's claim (float32 products,
+# double accumulation: within 1e-7 relative of float64 numpy; 1e-6 here for
+# other CPUs' BLAS kernels); 1e-12 absolute for values that are exactly 0.
+LOSS_RTOL, LOSS_ATOL = 1e-6, 1e-12
+
+
+def close(a, b, rtol, atol):
     return abs(a - b) <= atol + rtol * abs(b)
+
+
+worst = {}  # loss column -> largest |kvanalyze - numpy| / max(|numpy|, 1e-12) seen
+
+
+def note(k, a, b):
+    worst[k] = max(worst.get(k, 0.0), abs(a - b) / max(abs(b), 1e-12))
 
 
 def compare(name, trace, args, ref_kwargs):
@@ -73,7 +86,8 @@ def compare(name, trace, args, ref_kwargs):
             if mismatch(int(g[k]) != r[k]):
                 bad += 1
         for k in ("bound", "bound_per_head", "actual_l1", "relative_l1", "kept_mass"):
-            if mismatch(not close(float(g[k]), r[k])):
+            note(k, float(g[k]), r[k])
+            if mismatch(not close(float(g[k]), r[k], LOSS_RTOL, LOSS_ATOL)):
                 bad += 1
                 print(f"{name}: loss {k} {g['prompt']} L{g['layer']} {g['allocation']} B={g['budget']}: "
                       f"{g[k]} != {r[k]}") if bad < 8 else None
@@ -132,5 +146,6 @@ t3 = os.path.join(d, "f16.h5")
 mktrace.random_trace(t3, L=1, H=2, KVH=1, hd=4, D=8, N=70, n_prompts=1, window=40, f16=True, seed=3)
 compare("float16-maps", t3, ["-t", "0.9", "-b", "36,50"], dict(thresholds=[0.9], budgets=[36, 50]))
 shutil.rmtree(d)
+print("largest relative difference from float64 numpy: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
 print(f"analyze_numpy: {n_checks - failures} passed, {failures} failed")
 sys.exit(1 if failures else 0)

@@ -58,8 +58,6 @@ option_sets = [
 ]
 for ti, (path, N) in enumerate(traces):
     for oi, opts in enumerate(option_sets):
-        if "future:10" in opts and ti == 2:
-            continue            # W = 48 < 20 + 10 is fine, but keep one trace per shape simple
         out = os.path.join(d, f"o{ti}-{oi}")
         run([path, "-o", out, "-b", budgets] + opts)
         rows = read_csv(os.path.join(out, "eviction_loss.csv"))
