@@ -35,7 +35,8 @@ typedef struct {
     /* adaptive shares: [budget, L, KVH] sum over prompts of head share; layer budget [budget, L] */
     double *share;
     double mean_tokens;
-    int n_rows_all, n_rows_window;
+    int n_rows_all, n_rows_window; /* prompts profiled over all rows / over the window rows */
+    int n_rows_accum;              /* of n_rows_all, those without full maps: from the nearsum accumulators */
 } kv_agg;
 
 static void agg_free(kv_agg *a) {
@@ -53,6 +54,7 @@ typedef struct {
     /* per-layer buffers */
     float *win;      /* [H, W', N] */
     float *colsum;   /* [H, N] */
+    float *nearsum;  /* [H, N] the local-window mass of --r-local (traces without full maps) */
     float *values;   /* [KVH, N, hd] */
     float *wo;       /* [D, H*hd] */
     double *scores;  /* [KVH, N] */
@@ -116,27 +118,70 @@ static void fg_block(void *ctx, int thread, int row0, int nrows, const float *co
     }
 }
 
+/* Where a prompt's FastGen profile comes from (docs/analyzer.md). */
+typedef enum { ROWS_MAPS, ROWS_ACCUM, ROWS_WINDOW } rows_source;
+
+/* Index of r_local in the trace's nearsum, or -1. */
+static int near_index(const kv_trace *t, double r_local) {
+    for (int k = 0; k < t->n_near; k++)
+        if (fabs(t->near_r_local[k] - r_local) < 1e-12) return k;
+    return -1;
+}
+
+/* All rows from full maps; else all rows from the accumulators when the
+ * trace has them, or an error when they cannot answer the options; else
+ * (traces written without accumulators) the window rows. */
+static int rows_source_of(const kv_trace *t, const kv_prompt *p, const kv_analyze_opts *o, rows_source *src,
+                          kv_error *err) {
+    if (p->has_attn) return *src = ROWS_MAPS, 0;
+    if (!p->has_nearsum) return *src = ROWS_WINDOW, 0;
+    const char *why = "%s: prompt '%s' has no full maps, and its FastGen profile over all rows comes from the "
+                      "trace's local-window sums (nearsum), which cannot answer %s: re-trace with %s";
+    char have[160] = "", opt[64];
+    for (int k = 0; k < t->n_near; k++)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%g", k ? "," : "", t->near_r_local[k]);
+    int k = near_index(t, o->fg.r_local);
+    if (k < 0) {
+        char what[200];
+        snprintf(what, sizeof what, "--r-local %g (it holds r_l %s)", o->fg.r_local, have);
+        snprintf(opt, sizeof opt, "--local-ratio %g or --full-maps", o->fg.r_local);
+        return kv_fail(err, why, t->path, p->id, what, opt);
+    }
+    if (p->near_w[k] != kv_local_window(o->fg.r_local, p->n_tokens))
+        return kv_fail(err, "%s: prompt '%s': its nearsum window for r_l %g is %d positions, FastGen's is %d",
+                       t->path, p->id, o->fg.r_local, p->near_w[k], kv_local_window(o->fg.r_local, p->n_tokens));
+    if (o->gqa_max && t->n_heads > t->n_kv_heads)
+        return kv_fail(err, why, t->path, p->id, "--gqa max (the max of a group's maps is not a sum)", "--full-maps");
+    if (o->fg.skip_rows > 0)
+        return kv_fail(err, why, t->path, p->id, "--skip-rows (the sums cover every row)", "--full-maps");
+    return *src = ROWS_ACCUM, 0;
+}
+
 /* Profiles every query head and KV head of one layer, one KV group at a
  * time. With full maps the group's maps are streamed block by block
- * (kv_prompt_scan_attn) and never held whole; without, the window rows
- * already in R->win are used. */
-static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
+ * (kv_prompt_scan_attn) and never held whole; with accumulators only, each
+ * head's colsum and nearsum give the same sums over all rows
+ * (kv_fastgen_head_sums); with neither, the window rows already in R->win
+ * are used. */
+static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, rows_source src, kv_error *err) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
     int H = t->n_heads, KVH = t->n_kv_heads, G = H / KVH, N = p->n_tokens, Wp = p->window_rows;
     int ntask = H + KVH, nt = omp_get_max_threads();
-    int rows_all = p->has_attn, row0 = rows_all ? 0 : N - Wp, nrows = rows_all ? N : Wp;
+    int rows_all = src != ROWS_WINDOW, row0 = rows_all ? 0 : N - Wp, nrows = rows_all ? N : Wp;
     size_t n = (size_t)nrows * N;
     fg_group grp = {.G = G, .N = N, .gqa_max = o->gqa_max};
     kv_fastgen_result *res = kv_calloc((size_t)ntask, sizeof *res, err);
     int *cls = kv_malloc((size_t)N * sizeof *cls, err);
     float *ccs = kv_malloc((size_t)N * sizeof *ccs, err);
+    float *cns = src == ROWS_ACCUM ? kv_malloc((size_t)N * sizeof *cns, err) : NULL; /* combined nearsum */
     grp.comb = kv_malloc((size_t)nt * N * sizeof *grp.comb, err);
     grp.acc = kv_malloc((size_t)nt * (G + 1) * 4 * sizeof *grp.acc, err);
     grp.used = kv_malloc((size_t)nt * (G + 1) * sizeof *grp.used, err);
     grp.heads = kv_calloc((size_t)G + 1, sizeof *grp.heads, err);
     grp.rowp = kv_malloc((size_t)nt * G * sizeof *grp.rowp, err);
-    int rc = (!res || !cls || !ccs || !grp.comb || !grp.acc || !grp.used || !grp.heads || !grp.rowp) ? -1 : 0;
+    int rc = (!res || !cls || !ccs || !grp.comb || !grp.acc || !grp.used || !grp.heads || !grp.rowp ||
+              (src == ROWS_ACCUM && !cns)) ? -1 : 0;
     for (int g = 0; !rc && g < KVH; g++) {
         const float *cs = R->colsum + (size_t)g * G * N;
         int ntg = G > 1 ? G + 1 : G, built = 0;
@@ -150,7 +195,17 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
         }
         memset(grp.acc, 0, (size_t)nt * (G + 1) * 4 * sizeof *grp.acc);
         memset(grp.used, 0, (size_t)nt * (G + 1) * sizeof *grp.used);
-        if (!rc && rows_all)
+        if (!rc && src == ROWS_ACCUM) { /* thread 0's accumulators take the sums */
+            const float *ns = R->nearsum + (size_t)g * G * N;
+            for (int q = 0; !rc && q < G; q++)
+                rc = kv_fastgen_head_sums(&grp.heads[q], cs + (size_t)q * N, ns + (size_t)q * N, grp.acc + 4 * q,
+                                          &grp.used[q]);
+            if (!rc && G > 1) {
+                kv_gqa_combine_strided(cns, ns, N, G, N, 0);
+                rc = kv_fastgen_head_sums(&grp.heads[G], ccs, cns, grp.acc + 4 * G, &grp.used[G]);
+            }
+            if (rc) rc = kv_fail(err, "%s: prompt '%s': --skip-rows needs the full maps", t->path, p->id);
+        } else if (!rc && rows_all)
             rc = kv_prompt_scan_attn(p, li, g * G, G, fg_block, &grp, err);
         else if (!rc) { /* the window rows, spread over threads in blocks */
             int nomem = 0;
@@ -182,6 +237,7 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     }
     free(cls);
     free(ccs);
+    free(cns);
     free(grp.comb);
     free(grp.rowp);
     free(grp.acc);
@@ -306,10 +362,12 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     if (!p) return -1;
     int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
     size_t cap_win = 0, cap_cs = 0, cap_v = 0, cap_wo = 0, cap_s = 0, cap_t = 0, cap_o1 = 0,
-           cap_o2 = 0, cap_k = 0, cap_c = 0;
+           cap_o2 = 0, cap_k = 0, cap_c = 0, cap_ns = 0;
     void *win = NULL, *cs = NULL, *val = NULL, *wo = NULL, *sc = NULL, *st = NULL, *o1 = NULL,
-         *o2 = NULL, *kp = NULL, *cn = NULL;
-    int rc = 0;
+         *o2 = NULL, *kp = NULL, *cn = NULL, *ns = NULL;
+    rows_source src;
+    int rc = rows_source_of(t, p, R->o, &src, err);
+    int near_k = src == ROWS_ACCUM ? near_index(t, R->o->fg.r_local) : -1;
     if (ensure(&win, &cap_win, (size_t)H * Wp * N * sizeof(float), err) ||
         ensure(&cs, &cap_cs, (size_t)H * N * sizeof(float), err) ||
         ensure(&val, &cap_v, (size_t)KVH * N * t->head_dim * sizeof(float), err) ||
@@ -318,22 +376,25 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         ensure(&st, &cap_t, (size_t)2 * N * sizeof(double), err) ||
         ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
-        ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err))
+        ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
+        (src == ROWS_ACCUM && ensure(&ns, &cap_ns, (size_t)H * N * sizeof(float), err)))
         rc = -1;
-    R->win = win, R->colsum = cs, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
+    R->win = win, R->colsum = cs, R->nearsum = ns, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
     R->head_order = o1, R->all_order = o2, R->keep = kp, R->counts = cn;
     R->agg.mean_tokens += N;
-    if (p->has_attn) R->agg.n_rows_all++;
-    else R->agg.n_rows_window++;
+    if (src == ROWS_WINDOW) R->agg.n_rows_window++;
+    else R->agg.n_rows_all++;
+    if (src == ROWS_ACCUM) R->agg.n_rows_accum++;
     for (int li = 0; !rc && li < t->L; li++) {
         double t0 = omp_get_wtime();
         if (kv_prompt_read_colsum(p, li, R->colsum, err) || kv_prompt_read_window(p, li, R->win, err) ||
-            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err)) {
+            kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err) ||
+            (src == ROWS_ACCUM && kv_prompt_read_nearsum(p, li, near_k, R->nearsum, err))) {
             rc = -1;
             break;
         }
         double t1 = omp_get_wtime();
-        rc = fastgen_layer(R, p, li, err); /* streams attn: its reading counts as fastgen time */
+        rc = fastgen_layer(R, p, li, src, err); /* streams attn: its reading counts as fastgen time */
         double t2 = omp_get_wtime();
         if (!rc) rc = adakv_layer(R, p, li, err);
         double t3 = omp_get_wtime();
@@ -352,11 +413,18 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     free(o2);
     free(kp);
     free(cn);
+    free(ns);
     kv_prompt_close(p);
     return rc;
 }
 
 /* ---------------------------------------------------------- JSON files */
+
+/* Where the all-rows profiles came from: "" (none), "maps", "sums" or "maps and sums". */
+static const char *rows_from(const kv_agg *a) {
+    int sums = a->n_rows_accum, maps = a->n_rows_all - a->n_rows_accum;
+    return !sums && !maps ? "" : !sums ? "maps" : !maps ? "sums" : "maps and sums";
+}
 
 /* One head's aggregated recoveries and the rung they choose at T. */
 static void head_policy(const kv_run *R, int li, int task, double T, kv_head_policy *out) {
@@ -385,6 +453,7 @@ static int write_policies(kv_run *R, char **ids, int nids, kv_error *err, double
                         .head_dim = t->head_dim, .hidden_size = t->hidden_size, .traced = t->layers,
                         .n_traced = t->L, .n_thr = o->n_thresholds};
     snprintf(p.rows, sizeof p.rows, "%s", R->agg.n_rows_window == 0 ? "all" : R->agg.n_rows_all == 0 ? "window" : "mixed");
+    snprintf(p.rows_from, sizeof p.rows_from, "%s", rows_from(&R->agg));
     snprintf(p.trace, sizeof p.trace, "%s", o->trace_path);
     snprintf(p.model, sizeof p.model, "%s", t->model);
     double mean_tokens = R->agg.mean_tokens / R->agg.n_prompts;
@@ -481,6 +550,10 @@ static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nid
     int H = t->n_heads, KVH = t->n_kv_heads, ntask = H + KVH;
     fprintf(fp, "kvanalyze: %s: model %s, %d traced layers, %d heads, %d KV heads, %d prompt%s\n", o->trace_path,
             t->model, t->L, H, KVH, nids, nids == 1 ? "" : "s");
+    int from_maps = a->n_rows_all - a->n_rows_accum;
+    fprintf(fp, "FastGen rows: all rows of %d prompt%s from full maps, all rows of %d from the local-window sums "
+                "(r_l %g), the last window rows only of %d\n",
+            from_maps, from_maps == 1 ? "" : "s", a->n_rows_accum, o->fg.r_local, a->n_rows_window);
     fprintf(fp, "\nFastGen policies of KV heads (%s over prompts)\n", o->aggregate_min ? "min" : "mean");
     fprintf(fp, "%-9s %8s %8s %10s %8s %6s %8s\n", "T", "special", "+punct", "+frequent", "+local", "full",
             "kv_kept");
@@ -552,8 +625,10 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
         }
         kv_prompt *p = kv_prompt_open(t, ids[i], err);
         if (!p) goto done;
-        int bad = 0;
-        if (!p->has_values) bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
+        rows_source src;
+        int bad = rows_source_of(t, p, o, &src, err);
+        if (bad) {
+        } else if (!p->has_values) bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
         else if (p->window_rows < w + Q) {
             if (Q)
                 bad = kv_fail(err, "%s: /prompts/%s: --eval future:%d with --obs-window %d needs %d window rows, the trace has %d",

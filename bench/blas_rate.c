@@ -24,7 +24,9 @@
 #include "model/forward.h"
 
 static int want_all(void *ctx, int layer) { (void)ctx, (void)layer; return 1; }
-static int sink_layer(void *ctx, int layer, const float *c, const float *w, const float *v, kv_error *err) {
+static int sink_layer(void *ctx, int layer, const float *c, const float *w, const float *ns, const float *v,
+                      kv_error *err) {
+    (void)ns;
     (void)ctx, (void)layer, (void)err;
     volatile float s = c[0] + w[0] + v[0];
     (void)s;

@@ -188,7 +188,7 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
     }
     case KV_SPEC_FASTGEN: {
         kv_fastgen_params fp = {.r_local = s->r_local, .r_frequent = s->r_frequent};
-        int nl = kv_ceil_frac(s->r_local, Nc);
+        int nl = kv_local_window(s->r_local, Nc);
         for (int g = 0; g < KVH; g++) {
             uint8_t comp = s->components[(size_t)layer * KVH + g], *mg = mask + (size_t)g * Nc;
             if (comp & KV_COMP_FULL) {
@@ -212,7 +212,9 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
     return 0;
 }
 
-static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
+static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *nearsum,
+                      const float *v, kv_error *err) {
+    (void)nearsum; /* fidelity accumulates no local windows (n_near 0) */
     ref_ctx *r = p;
     kv_fidelity_state *st = r->st;
     const kv_config *c = &r->m->cfg;

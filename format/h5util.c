@@ -77,6 +77,55 @@ done:
     return out;
 }
 
+static int write_array_attr(hid_t loc, const char *name, hid_t filetype, hid_t memtype, const void *v, int n) {
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, memtype, v) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return rc;
+}
+
+int kv_h5_write_double_array_attr(hid_t loc, const char *name, const double *v, int n) {
+    return write_array_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, v, n);
+}
+
+int kv_h5_write_int_array_attr(hid_t loc, const char *name, const int *v, int n) {
+    return write_array_attr(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, v, n);
+}
+
+static int read_array_attr(hid_t obj, const char *name, const char *where, hid_t memtype, void *v, int cap, int *n,
+                           kv_error *err) {
+    if (H5Aexists(obj, name) <= 0) return kv_fail(err, "%s: missing attribute '%s'", where, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t ft = a < 0 ? -1 : H5Aget_type(a), sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    H5T_class_t cls = ft < 0 ? H5T_NO_CLASS : H5Tget_class(ft);
+    int rc = 0;
+    if (a < 0 || ft < 0 || sp < 0 || (cls != H5T_INTEGER && cls != H5T_FLOAT) || np < 1 || np > cap ||
+        H5Sget_simple_extent_ndims(sp) > 1)
+        rc = kv_fail(err, "%s: attribute '%s' is not a list of 1 to %d numbers", where, name, cap);
+    else if (H5Aread(a, memtype, v) < 0)
+        rc = kv_fail(err, "%s: cannot read attribute '%s'", where, name);
+    else
+        *n = (int)np;
+    if (sp >= 0) H5Sclose(sp);
+    if (ft >= 0) H5Tclose(ft);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+int kv_h5_read_double_array_attr(hid_t obj, const char *name, const char *where, double *v, int cap, int *n,
+                                 kv_error *err) {
+    return read_array_attr(obj, name, where, H5T_NATIVE_DOUBLE, v, cap, n, err);
+}
+
+int kv_h5_read_int_array_attr(hid_t obj, const char *name, const char *where, int *v, int cap, int *n,
+                              kv_error *err) {
+    return read_array_attr(obj, name, where, H5T_NATIVE_INT, v, cap, n, err);
+}
+
 /* Reads a scalar numeric attribute as int; -1 with err when missing. */
 int kv_h5_read_int_attr(hid_t obj, const char *name, const char *where, int *v, kv_error *err) {
     if (H5Aexists(obj, name) <= 0) return kv_fail(err, "%s: missing attribute '%s'", where, name);

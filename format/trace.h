@@ -13,6 +13,9 @@
 
 #define KV_PROMPT_ID_MAX 128
 
+/* FastGen local-window accumulators (dataset "nearsum"): at most this many r_l values */
+#define KV_MAX_NEAR 8
+
 /* Returns 1 when id is usable as a prompt group name: non-empty, at most
  * KV_PROMPT_ID_MAX bytes of [A-Za-z0-9_.-], not "." or "..". */
 int kv_prompt_id_valid(const char *id);

@@ -19,14 +19,15 @@ int kv_parts_write_root_attrs(hid_t root, const kv_trace_meta *m) {
     return kv_h5_write_string_attr(root, "format", KV_TRACE_FORMAT) || kv_h5_write_int_attr(root, "format_version", KV_TRACE_FORMAT_VERSION) ||
                    kv_h5_write_string_attr(root, "model", m->model_name) || kv_h5_write_string_attr(root, "config_json", m->config_json) ||
                    kv_h5_write_string_attr(root, "created_by", m->created_by) || kv_h5_write_int_attr(root, "window", m->window) ||
-                   kv_h5_write_string_attr(root, "rope_precision", m->rope_precision) || kv_h5_write_int_attr(root, "full_maps", m->full_maps)
+                   kv_h5_write_string_attr(root, "rope_precision", m->rope_precision) || kv_h5_write_int_attr(root, "full_maps", m->full_maps) ||
+                   (m->n_near > 0 && kv_h5_write_double_array_attr(root, "nearsum_r_local", m->near_r_local, m->n_near))
                ? -1
                : 0;
 }
 
 /* Everything that changes a trace's content besides the prompts. */
 char *kv_parts_settings(const kv_trace_meta *m) {
-    size_t cap = 256 + (size_t)m->n_traced * 12;
+    size_t cap = 256 + (size_t)m->n_traced * 12 + (size_t)m->n_near * 26;
     char *s = malloc(cap);
     if (!s) return NULL;
     int k = snprintf(s, cap, "model %s, window %d, rope %s, full maps %s, layers ", m->model_name, m->window,
@@ -34,6 +35,8 @@ char *kv_parts_settings(const kv_trace_meta *m) {
                      !m->full_maps ? "no" : m->maps_f16 ? (m->maps_deflate ? "f16 deflate" : "f16 raw")
                                                          : (m->maps_deflate ? "f32 deflate" : "f32 raw"));
     for (int i = 0; i < m->n_traced && k < (int)cap - 12; i++) k += snprintf(s + k, cap - k, i ? ",%d" : "%d", m->layers[i]);
+    k += snprintf(s + k, cap - k, ", local ratios ");
+    for (int i = 0; i < m->n_near; i++) k += snprintf(s + k, cap - k, i ? ",%.17g" : "%.17g", m->near_r_local[i]);
     return s;
 }
 

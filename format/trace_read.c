@@ -186,6 +186,15 @@ kv_trace *kv_trace_open(const char *path, kv_error *err) {
     if (!t->created_by) goto fail;
     if (kv_h5_read_int_attr(f, "window", path, &t->window, err)) goto fail;
     if (kv_h5_read_int_attr(f, "full_maps", path, &t->full_maps, err)) goto fail;
+    if (H5Aexists(f, "nearsum_r_local") > 0) {
+        if (kv_h5_read_double_array_attr(f, "nearsum_r_local", path, t->near_r_local, KV_MAX_NEAR, &t->n_near, err))
+            goto fail;
+        for (int k = 0; k < t->n_near; k++)
+            if (!(t->near_r_local[k] > 0 && t->near_r_local[k] <= 1)) {
+                kv_fail(err, "%s: attribute 'nearsum_r_local' holds %g, outside (0, 1]", path, t->near_r_local[k]);
+                goto fail;
+            }
+    }
     if (t->window < 1) {
         kv_fail(err, "%s: attribute 'window' is %d, must be at least 1", path, t->window);
         goto fail;
@@ -326,6 +335,7 @@ void kv_prompt_close(kv_prompt *p) {
     if (p->d_colsum >= 0) H5Dclose(p->d_colsum);
     if (p->d_window >= 0) H5Dclose(p->d_window);
     if (p->d_values >= 0) H5Dclose(p->d_values);
+    if (p->d_nearsum >= 0) H5Dclose(p->d_nearsum);
     if (p->group >= 0) H5Gclose(p->group);
     free(p->flags);
     kv_scan_scratch_free(p->scratch);
@@ -340,7 +350,7 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err) {
     kv_prompt *p = kv_calloc(1, sizeof *p, err);
     if (!p) return NULL;
     p->trace = t;
-    p->group = p->d_attn = p->d_colsum = p->d_window = p->d_values = -1;
+    p->group = p->d_attn = p->d_colsum = p->d_window = p->d_values = p->d_nearsum = -1;
     snprintf(p->id, sizeof p->id, "%s", id);
     char gname[KV_PROMPT_ID_MAX + 16], where[1200];
     snprintf(gname, sizeof gname, "prompts/%s", id);
@@ -403,6 +413,20 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err) {
         if ((p->d_values = open_dataset(p->group, "values", where, H5T_FLOAT, 4, dv, err)) < 0) goto fail;
         p->has_values = 1;
     }
+    if (t->n_near > 0 && H5Lexists(p->group, "nearsum", H5P_DEFAULT) > 0) {
+        long long dn[4] = {L, t->n_near, H, N};
+        if ((p->d_nearsum = open_dataset(p->group, "nearsum", where, H5T_FLOAT, 4, dn, err)) < 0) goto fail;
+        int nw = 0;
+        char wn[1300];
+        snprintf(wn, sizeof wn, "%s/nearsum", where);
+        if (kv_h5_read_int_array_attr(p->d_nearsum, "window_lengths", wn, p->near_w, KV_MAX_NEAR, &nw, err)) goto fail;
+        for (int k = 0; k < t->n_near; k++)
+            if (nw != t->n_near || p->near_w[k] < 0 || p->near_w[k] > N) {
+                kv_fail(err, "%s: attribute 'window_lengths' must hold %d lengths from 0 to %lld", wn, t->n_near, N);
+                goto fail;
+            }
+        p->has_nearsum = 1;
+    }
     return p;
 fail:
     kv_prompt_close(p);
@@ -454,6 +478,15 @@ int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err)
     hsize_t start[4] = {(hsize_t)li, 0, 0, 0};
     hsize_t count[4] = {1, (hsize_t)p->trace->n_kv_heads, (hsize_t)p->n_tokens, (hsize_t)p->trace->head_dim};
     return read_slab(p->d_values, 4, start, count, out, where, "values", err);
+}
+
+int kv_prompt_read_nearsum(const kv_prompt *p, int li, int k, float *out, kv_error *err) {
+    char where[1200];
+    pwhere(p, where, sizeof where);
+    if (!p->has_nearsum) return kv_fail(err, "%s: missing dataset 'nearsum'", where);
+    hsize_t start[4] = {(hsize_t)li, (hsize_t)k, 0, 0};
+    hsize_t count[4] = {1, 1, (hsize_t)p->trace->n_heads, (hsize_t)p->n_tokens};
+    return read_slab(p->d_nearsum, 4, start, count, out, where, "nearsum", err);
 }
 
 int kv_prompt_read_tokens(const kv_prompt *p, int32_t *out, kv_error *err) {

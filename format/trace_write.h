@@ -29,6 +29,8 @@ typedef struct {
     int full_maps;             /* write attn */
     int maps_f16;              /* attn as float16 instead of float32 */
     int maps_deflate;          /* attn chunks shuffled + deflated (else stored raw: twice the size, faster to read) */
+    const double *near_r_local;/* [n_near] FastGen r_l values of "nearsum" (attribute "nearsum_r_local") */
+    int n_near;                /* 0 .. KV_MAX_NEAR; 0: no "nearsum" */
 } kv_trace_meta;
 
 typedef struct {
@@ -38,6 +40,7 @@ typedef struct {
     int n;
     char *const *pieces;       /* [n] or NULL (empty strings) */
     const uint8_t *flags;      /* [n] or NULL (zeros) */
+    const int *near_w;         /* [meta.n_near] local window of each r_l for this prompt, in positions */
 } kv_trace_prompt;
 
 typedef struct kv_trace_writer kv_trace_writer;
@@ -57,9 +60,10 @@ const char *kv_trace_index_path(const kv_trace_writer *w);
  * (ignored when resuming: the interrupted run wrote them). */
 int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *err);
 int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error *err);
-/* colsum [H, N], window [H, W', N], values [KVH, N, hd] of traced slot `slot` */
+/* colsum [H, N], window [H, W', N], nearsum [n_near, H, N] (NULL when
+ * n_near is 0), values [KVH, N, hd] of traced slot `slot` */
 int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, const float *window,
-                         const float *values, kv_error *err);
+                         const float *nearsum, const float *values, kv_error *err);
 /* probs [rows, n_keys] = rows row0.. of head `head`'s map; columns >= n_keys are zero */
 int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, int rows, const float *probs,
                              int n_keys, kv_error *err);

@@ -203,6 +203,16 @@ static void attn_block(const attn_layer *L, int h, int r0, int r1, float *p) {
             for (int j = k0; j <= r0 + r; j++) cs[j] += pr[j];
         }
     }
+    for (int k = 0; cap && k < cap->n_near; k++) {
+        int w = cap->near_w[k];
+        float *ns = cap->nearsum + ((size_t)k * n_heads + h) * n;
+        for (int r = 0; r < rows; r++) {
+            int i = r0 + r, lo = i - w + 1 > k0 ? i - w + 1 : k0;
+            const float *pr = p + (size_t)r * nk;
+#pragma omp simd
+            for (int j = lo; j <= i; j++) ns[j] += pr[j];
+        }
+    }
     if (cap && cap->window) {
         int first = n - cap->window_rows;
         for (int r = 0; r < rows; r++) {
@@ -224,6 +234,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
     if (mask && (mask->n_ctx < 1 || mask->n_ctx > n || !mask->allow))
         return kv_fail(err, "attention mask: context length %d is outside 1..%d", mask->n_ctx, n);
     if (cap && cap->colsum) memset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float));
+    if (cap && cap->n_near) memset(cap->nearsum, 0, (size_t)cap->n_near * n_heads * n * sizeof(float));
     const attn_layer L = {out, q, kk, v, n, n_heads, n_kv_heads, hd, sw, mask, cap};
     int blk = n < ATTN_BLOCK ? n : ATTN_BLOCK;
     if (cap && cap->maps) {

@@ -327,6 +327,18 @@ __global__ static void colsum_kernel(float *colsum, const float *p, int rows, in
     colsum[(size_t)(h0 + b) * n + j] += s;
 }
 
+/* nearsum[h0 + b, j] += Σ_r p[b, r, j] over the block's rows i = r0 + r with
+ * 0 <= i - j < w (FastGen's local window): one thread per (b, j). */
+__global__ static void nearsum_kernel(float *nearsum, const float *p, int rows, int nk, int n, int h0, int r0, int w) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (j >= nk) return;
+    const float *pb = p + (size_t)b * rows * nk;
+    int rlo = j - r0 > 0 ? j - r0 : 0, rhi = j + w - 1 - r0 < rows - 1 ? j + w - 1 - r0 : rows - 1;
+    float s = 0;
+    for (int r = rlo; r <= rhi; r++) s += pb[(size_t)r * nk + j];
+    nearsum[(size_t)(h0 + b) * n + j] += s;
+}
+
 /* window[h0 + b, i - first, :] = row i of the block, zero past nk */
 __global__ static void window_kernel(float *window, const float *p, int rows, int nk, int n, int r0, int first,
                                      int wrows, int h0) {
@@ -379,6 +391,8 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
         im->host_bytes = block_bytes;
     }
     if (cap && cap->colsum) CU(cudaMemset(cap->colsum, 0, (size_t)n_heads * n * sizeof(float)), "memset");
+    if (cap && cap->n_near)
+        CU(cudaMemset(cap->nearsum, 0, (size_t)cap->n_near * n_heads * n * sizeof(float)), "memset");
     map_block pending = {0, 0, 0, 0, -1}; /* copied or being copied, not yet sunk */
     int t = 0;                            /* block counter: buffer t % 2 */
     /* heads of one KV group share K and V: batch them (stride 0 on K, V) */
@@ -405,6 +419,12 @@ static int cu_attention(kv_kernels *k, float *out, const float *q, const float *
                 dim3 cgrid(grid_for(nk, 256), rep);
                 colsum_kernel<<<cgrid, 256>>>(cap->colsum, p, rows, nk, n, h0);
                 LAUNCHED("colsum");
+            }
+            for (int kn = 0; cap && kn < cap->n_near; kn++) {
+                dim3 ngrid(grid_for(nk, 256), rep);
+                nearsum_kernel<<<ngrid, 256>>>(cap->nearsum + (size_t)kn * n_heads * n, p, rows, nk, n, h0, r0,
+                                               cap->near_w[kn]);
+                LAUNCHED("nearsum");
             }
             if (cap && cap->window && r1 > n - cap->window_rows) {
                 dim3 wgrid(grid_for(n, 256), rows, rep);

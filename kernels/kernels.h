@@ -42,6 +42,13 @@ typedef struct {
     float *window;    /* [H, W', N] device: rows N - W' .. N - 1 of A (overwritten) */
     int window_rows;  /* W' = min(W, N) */
     kv_map_sink *maps;/* full maps, or NULL */
+    /* FastGen's local-window mass, for profiling over all rows without maps
+     * (docs/analyzer.md): for each window length w = near_w[k],
+     * nearsum[k, h, j] = Σ over query rows i with 0 <= i - j < w of A[h, i, j]
+     * (overwritten). n_near 0: none. */
+    float *nearsum;   /* [n_near, H, N] device */
+    const int *near_w;/* [n_near] host, each >= 0 */
+    int n_near;
 } kv_attn_capture;
 
 /* A compressed KV cache, simulated: which context positions each KV head

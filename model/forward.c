@@ -18,6 +18,7 @@ typedef struct {
     float *cos, *sin;/* [N, hd/2] RoPE tables */
     float *colsum;   /* [H, N] */
     float *window;   /* [H, W', N] */
+    float *nearsum;  /* [n_near, H, N], or NULL */
     float *logits;   /* [R, V] logits of the last R positions */
     uint8_t *allow;  /* [KVH, Nc] keep mask of the current layer, or NULL */
 } run_state;
@@ -25,11 +26,12 @@ typedef struct {
 typedef struct {
     float *colsum;   /* [H, N] */
     float *window;   /* [H, W', N] */
+    float *nearsum;  /* [n_near, H, N], or NULL */
     float *v;        /* [N, KVH·hd] */
 } host_capture;
 
-size_t kv_forward_bytes(const kv_config *c, int n, int window) {
-    size_t N = (size_t)n, W = (size_t)(window < n ? window : n);
+size_t kv_forward_bytes(const kv_config *c, int n, int window, int n_near) {
+    size_t N = (size_t)n, W = (size_t)(window < n ? window : n) + (size_t)n_near;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t floats = N * c->hidden_size * 3 + N * qd * 2 + N * kvd * 2 + N * c->intermediate_size * 2 +
                     N * c->head_dim + (size_t)c->n_heads * N * (1 + W) + c->vocab_size;
@@ -38,14 +40,14 @@ size_t kv_forward_bytes(const kv_config *c, int n, int window) {
 
 static void free_state(kv_kernels *k, run_state *s) {
     void *bufs[] = {s->x,    s->xn,  s->q,   s->kk,  s->v,      s->att,    s->proj,   s->gate,
-                    s->up,   s->cos, s->sin, s->colsum, s->window, s->logits, s->allow};
+                    s->up,   s->cos, s->sin, s->colsum, s->window, s->nearsum, s->logits, s->allow};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(k, bufs[i]);
     memset(s, 0, sizeof *s);
 }
 
-static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, int wrows, int logit_rows, int n_ctx,
-                       kv_error *err) {
+static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, int wrows, int n_near, int logit_rows,
+                       int n_ctx, kv_error *err) {
     memset(s, 0, sizeof *s);
     size_t N = n, D = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     size_t qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
@@ -61,6 +63,10 @@ static int build_state(kv_kernels *k, run_state *s, const kv_config *c, int n, i
             free_state(k, s);
             return -1;
         }
+    if (n_near > 0 && !(s->nearsum = k->alloc(k, (size_t)n_near * c->n_heads * N * sizeof(float), err))) {
+        free_state(k, s);
+        return -1;
+    }
     if (n_ctx > 0 && !(s->allow = k->alloc(k, (size_t)c->n_kv_heads * n_ctx, err))) {
         free_state(k, s);
         return -1;
@@ -111,8 +117,10 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
         return -1;
     int capture = hooks && hooks->want_layer && hooks->want_layer(hooks->ctx, l);
     int wrows = hooks && hooks->window < n ? hooks->window : n;
+    int n_near = hooks ? hooks->n_near : 0;
     kv_attn_capture cap = {.colsum = s->colsum, .window = s->window, .window_rows = wrows,
-                           .maps = hooks && hooks->map_sink ? hooks->map_sink(hooks->ctx, l) : NULL};
+                           .maps = hooks && hooks->map_sink ? hooks->map_sink(hooks->ctx, l) : NULL,
+                           .nearsum = s->nearsum, .near_w = hooks ? hooks->near_w : NULL, .n_near = n_near};
     kv_attn_mask mask = {.allow = s->allow, .n_ctx = masks ? masks->n_ctx : 0};
     int masked = masks && masks->allow[l];
     if (masked && k->upload(k, s->allow, masks->allow[l], (size_t)KVH * masks->n_ctx, err)) return -1;
@@ -122,8 +130,9 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
     if (capture) {
         if (k->download(k, hc->colsum, s->colsum, (size_t)H * n * sizeof(float), err) ||
             k->download(k, hc->window, s->window, (size_t)H * wrows * n * sizeof(float), err) ||
+            (n_near && k->download(k, hc->nearsum, s->nearsum, (size_t)n_near * H * n * sizeof(float), err)) ||
             k->download(k, hc->v, s->v, (size_t)n * KVH * hd * sizeof(float), err) ||
-            hooks->layer_done(hooks->ctx, l, hc->colsum, hc->window, hc->v, err))
+            hooks->layer_done(hooks->ctx, l, hc->colsum, hc->window, hc->nearsum, hc->v, err))
             return -1;
     }
     if (check_finite(k, s->att, n, H * hd, "the attention output", err) ||
@@ -161,16 +170,19 @@ int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_ho
         return kv_fail(err, "masked pass: context length %d is outside 1..%d", masks->n_ctx, n);
     int wrows = hooks && hooks->window < n ? hooks->window : n;
     if (wrows < 1) wrows = 1;
-    int R = logits ? logit_rows : 1;
+    int R = logits ? logit_rows : 1, n_near = hooks ? hooks->n_near : 0;
+    for (int q = 0; q < n_near; q++)
+        if (hooks->near_w[q] < 0) return kv_fail(err, "local window of %d positions", hooks->near_w[q]);
     run_state s;
-    if (build_state(k, &s, c, n, wrows, R, masks ? masks->n_ctx : 0, err)) return -1;
+    if (build_state(k, &s, c, n, wrows, n_near, R, masks ? masks->n_ctx : 0, err)) return -1;
     host_capture hc = {0};
     int rc = -1;
     if (hooks) {
         hc.colsum = kv_malloc((size_t)c->n_heads * n * sizeof(float), err);
         hc.window = kv_malloc((size_t)c->n_heads * wrows * n * sizeof(float), err);
         hc.v = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
-        if (!hc.colsum || !hc.window || !hc.v) goto done;
+        if (n_near) hc.nearsum = kv_malloc((size_t)n_near * c->n_heads * n * sizeof(float), err);
+        if (!hc.colsum || !hc.window || !hc.v || (n_near && !hc.nearsum)) goto done;
     }
     if (upload_rope_tables(k, &s, m, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
     for (int l = 0; l < c->n_layers; l++) {
@@ -194,6 +206,7 @@ int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_ho
 done:
     free(hc.colsum);
     free(hc.window);
+    free(hc.nearsum);
     free(hc.v);
     free_state(k, &s);
     return rc;

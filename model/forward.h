@@ -8,11 +8,15 @@
 typedef struct {
     void *ctx;
     int window;                                   /* W: attention rows kept from the end */
+    int n_near;                                   /* FastGen local windows to accumulate (0: none) */
+    const int *near_w;                            /* [n_near] their lengths in positions, each >= 0 */
     int (*want_layer)(void *ctx, int layer);      /* capture this layer? */
     kv_map_sink *(*map_sink)(void *ctx, int layer); /* full maps of this layer, or NULL */
     /* Host pointers, valid during the call: colsum [H, N], window [H, W', N],
+     * nearsum [n_near, H, N] (NULL when n_near is 0; kernels/kernels.h),
      * v [N, KVH·hd] (value vectors after v_proj, bias included). */
-    int (*layer_done)(void *ctx, int layer, const float *colsum, const float *window, const float *v, kv_error *err);
+    int (*layer_done)(void *ctx, int layer, const float *colsum, const float *window, const float *nearsum,
+                      const float *v, kv_error *err);
     void (*progress)(void *ctx, int layer);       /* optional: called as each layer finishes */
 } kv_capture_hooks;
 
@@ -36,6 +40,6 @@ int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_ho
 
 
 /* Bytes of activations kv_forward allocates for n tokens (for memory checks). */
-size_t kv_forward_bytes(const kv_config *c, int n, int window);
+size_t kv_forward_bytes(const kv_config *c, int n, int window, int n_near);
 
 #endif

@@ -23,6 +23,7 @@ int kv_ceil_frac(double r, int N) {
     return (int)x;
 }
 
+int kv_local_window(double r_local, int N) { return kv_ceil_frac(r_local, N); }
 
 /* qsort has no context argument; a small comparator on (score, position) pairs keeps it thread-safe */
 typedef struct {
@@ -57,7 +58,7 @@ int kv_fastgen_head_build(kv_fastgen_head *hd, int N, const uint8_t *flags, cons
         free(c);
         nF = kf;
     }
-    int nl = kv_ceil_frac(p->r_local, N);
+    int nl = kv_local_window(p->r_local, N);
     /* 0/1 masks per class so that each row is four vectorisable dot products */
     hd->mask = malloc((size_t)4 * N * sizeof *hd->mask);
     if (!hd->mask) return -1;
@@ -107,6 +108,26 @@ void kv_fastgen_head_rows(const kv_fastgen_head *hd, const float *A, int row0, i
         acc[3] += (double)s0 + s1 + s2 + s3;
         (*used)++;
     }
+}
+
+int kv_fastgen_head_sums(const kv_fastgen_head *hd, const float *colsum, const float *nearsum, double acc[4],
+                         int *used) {
+    if (hd->skip_rows > 0) return -1;
+    int N = hd->N;
+    const float *m0 = hd->mask, *m1 = m0 + N, *m2 = m0 + 2 * (size_t)N, *m3 = m0 + 3 * (size_t)N;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int j = 0; j < N; j++) {
+        s0 += (double)colsum[j] * m0[j];
+        s1 += (double)colsum[j] * m1[j];
+        s2 += (double)colsum[j] * m2[j];
+        s3 += (double)nearsum[j] * m3[j];
+    }
+    acc[0] = s0;
+    acc[1] = s0 + s1;
+    acc[2] = s0 + s1 + s2;
+    acc[3] = s0 + s1 + s2 + s3;
+    *used = N;
+    return 0;
 }
 
 void kv_fastgen_head_result(const kv_fastgen_head *hd, const double acc[4], int used, kv_fastgen_result *out) {

@@ -31,6 +31,11 @@ typedef struct {
 /* ceil(r*N - 1e-9), clamped to [0, N] */
 int kv_ceil_frac(double r, int N);
 
+#define KV_DEFAULT_LOCAL_RATIO 0.3 /* the paper's r_l */
+/* FastGen's local window of a prompt of N tokens, in positions: row i keeps
+ * keys j with 0 <= i - j < kv_local_window(r_local, N) = ceil(r_local N). */
+int kv_local_window(double r_local, int N);
+
 /* One head's (or GQA group's) components, set up once per prompt and layer;
  * its map rows can then be accumulated block by block, in any order, by
  * several threads with their own accumulators. */
@@ -53,6 +58,15 @@ void kv_fastgen_head_free(kv_fastgen_head *hd);
  * (rungs special .. local) and the number of rows used to *used. */
 void kv_fastgen_head_rows(const kv_fastgen_head *hd, const float *A, int row0, int nrows, double acc[4],
                           int *used);
+
+/* The same sums over all N rows, without the rows (docs/analyzer.md, "All
+ * rows without full maps"): for a column set X that is the same for every
+ * row, Σ_i Σ_{j∈X} A[i, j] = Σ_{j∈X} colsum[j]; the local rung adds, for
+ * each column j outside X, nearsum[j] = Σ_{i: 0 <= i - j < n_local} A[i, j].
+ * colsum, nearsum [N]; nearsum must be for hd's n_local. Sets acc[0..3] and
+ * *used = N. Returns -1 (nothing set) when hd skips rows (--skip-rows). */
+int kv_fastgen_head_sums(const kv_fastgen_head *hd, const float *colsum, const float *nearsum, double acc[4],
+                         int *used);
 
 /* Recovery = acc / used per rung (full = 1), and the kept fractions. */
 void kv_fastgen_head_result(const kv_fastgen_head *hd, const double acc[4], int used, kv_fastgen_result *out);

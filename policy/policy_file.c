@@ -166,6 +166,7 @@ static kv_policy_file *policies_from_json(const cJSON *root, const char *path, k
     get_str(par, "model", p->model, sizeof p->model);
     get_str(par, "trace", p->trace, sizeof p->trace);
     get_str(par, "rows", p->rows, sizeof p->rows);
+    get_str(par, "rows_from", p->rows_from, sizeof p->rows_from);
     const cJSON *agg = cJSON_GetObjectItemCaseSensitive(par, "aggregate");
     p->aggregate_min = cJSON_IsString(agg) && !strcmp(agg->valuestring, "min");
     kv_error ignored; /* skip_rows is optional (0) */
@@ -384,6 +385,7 @@ int kv_policies_write(FILE *fp, const kv_policy_file *p, kv_error *err) {
     cJSON_AddStringToObject(par, "aggregate", p->aggregate_min ? "min" : "mean");
     cJSON_AddNumberToObject(par, "skip_rows", p->skip_rows);
     cJSON_AddStringToObject(par, "rows", p->rows);
+    if (p->rows_from[0]) cJSON_AddStringToObject(par, "rows_from", p->rows_from);
     cJSON_AddStringToObject(par, "trace", p->trace);
     cJSON_AddStringToObject(par, "model", p->model);
     cJSON_AddItemToObject(par, "prompts", str_array(p->prompts, p->n_prompts));

@@ -45,6 +45,7 @@ typedef struct {
     double r_local, r_frequent;
     int gqa_max, aggregate_min, skip_rows;
     char rows[8];                    /* all | window | mixed */
+    char rows_from[16];              /* what the all-rows profiles came from: maps | sums | "maps and sums" | "" */
     char trace[1024];
     char model[256];
     char **prompts;                  /* [n_prompts] */

@@ -234,10 +234,14 @@ static void check_attention(int n, int H, int KVH, int hd, int sw, int W, int wi
     sink_state ss = {.maps = calloc((size_t)H * n * n, sizeof(float)), .seen = calloc((size_t)H * n, sizeof(int)),
                      .n = n};
     kv_map_sink sink = {.block = sink_block, .ctx = &ss};
-    kv_attn_capture cap = {.colsum = dcolsum, .window = dwindow, .window_rows = wr, .maps = with_maps ? &sink : NULL};
+    /* FastGen's local windows: 30 % of n (the paper's r_l), one row, all rows */
+    int near_w[3] = {(int)ceil(0.3 * n), 1, n};
+    float *dnear = K->alloc(K, (size_t)3 * H * n * sizeof(float), NULL);
+    kv_attn_capture cap = {.colsum = dcolsum, .window = dwindow, .window_rows = wr, .maps = with_maps ? &sink : NULL,
+                           .nearsum = dnear, .near_w = near_w, .n_near = 3};
     ck_assert_int_eq(K->attention(K, dout, dq, dk, dv, n, H, KVH, hd, sw, NULL, &cap, NULL), 0);
     float *out = host(dout, (size_t)n * H * hd), *colsum = host(dcolsum, (size_t)H * n),
-          *window = host(dwindow, (size_t)H * wr * n);
+          *window = host(dwindow, (size_t)H * wr * n), *near = host(dnear, (size_t)3 * H * n);
     ref_attention(q, k, v, n, H, KVH, hd, sw, probs, ref_out);
     ck_assert_double_lt(max_abs_diff(out, ref_out, (size_t)n * H * hd), 1e-5);
     double *ref_cs = calloc((size_t)H * n, sizeof(double)), *ref_w = malloc((size_t)H * wr * n * sizeof(double));
@@ -248,6 +252,15 @@ static void check_attention(int n, int H, int KVH, int hd, int sw, int W, int wi
         memcpy(ref_w + (size_t)h * wr * n, probs + ((size_t)h * n + (n - wr)) * n, (size_t)wr * n * sizeof(double));
     ck_assert_double_lt(max_abs_diff(colsum, ref_cs, (size_t)H * n), 1e-5 * n);
     ck_assert_double_lt(max_abs_diff(window, ref_w, (size_t)H * wr * n), 1e-6);
+    double *ref_near = calloc((size_t)3 * H * n, sizeof(double));
+    for (int kw = 0; kw < 3; kw++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < n; i++)
+                for (int j = i - near_w[kw] + 1 > 0 ? i - near_w[kw] + 1 : 0; j <= i; j++)
+                    ref_near[((size_t)kw * H + h) * n + j] += probs[((size_t)h * n + i) * n + j];
+    ck_assert_double_lt(max_abs_diff(near, ref_near, (size_t)3 * H * n), 1e-5 * n);
+    /* the whole-prompt window is colsum; a one-row window is the diagonal */
+    ck_assert_double_lt(max_abs_diff(near + (size_t)2 * H * n, ref_cs, (size_t)H * n), 1e-5 * n);
     if (with_maps) {
         for (size_t i = 0; i < (size_t)H * n; i++) ck_assert_int_eq(ss.seen[i], 1);
         ck_assert_double_lt(max_abs_diff(ss.maps, probs, (size_t)H * n * n), 1e-6);
@@ -257,8 +270,9 @@ static void check_attention(int n, int H, int KVH, int hd, int sw, int W, int wi
     host_to(out, dout, (size_t)n * H * hd);
     ck_assert_double_lt(max_abs_diff(out, ref_out, (size_t)n * H * hd), 1e-5);
     K->free(K, dq), K->free(K, dk), K->free(K, dv), K->free(K, dout), K->free(K, dcolsum), K->free(K, dwindow);
+    K->free(K, dnear);
     free(q), free(k), free(v), free(out), free(colsum), free(window), free(probs), free(ref_out);
-    free(ref_cs), free(ref_w), free(ss.maps), free(ss.seen);
+    free(ref_cs), free(ref_w), free(ss.maps), free(ss.seen), free(near), free(ref_near);
 }
 
 START_TEST(test_attention_mha) { check_attention(70, 2, 2, 8, 0, 16, 0); }

@@ -1,7 +1,8 @@
 """kvtrace -> kvanalyze: traces written by the C tracer (our writer, float32
-and float16 maps, deflate and uncompressed, a sliding-window model, a
-window-only trace) are read by kvanalyze, and its numbers match the numpy
-implementation (tests/analyzer/kvref.py) on the same files."""
+and float16 maps, deflate and uncompressed, a sliding-window model, a trace
+with only the local-window sums, a window-only trace) are read by
+kvanalyze, and its numbers match the numpy implementation
+(tests/analyzer/kvref.py) on the same files."""
 import json
 import os
 import shutil
@@ -56,7 +57,8 @@ cases = [
     ("llama_gqa_tied", ["--full-maps"]),
     ("llama_gqa_tied", ["--full-maps", "--maps-dtype", "f16", "--maps-compression", "none"]),
     ("mistral_sliding", ["--full-maps", "--maps-dtype", "f16"]),
-    ("llama_mha", []),
+    ("llama_mha", ["--local-ratio", "none"]),   # window rows only
+    ("llama_gqa_tied", []),                     # all rows from the sums
 ]
 for variant, targs in cases:
     model = os.path.join(d, variant)
@@ -76,6 +78,9 @@ for variant, targs in cases:
     got = read_csv(os.path.join(out, "fastgen_heads.csv"))
     bad += mismatch(len(got) != len(ref["fastgen"]))
     for g, r in zip(got, ref["fastgen"]):
+        if g["policy"] != r["policy"] or g["rows"] != r["rows"]:
+            print(f"  {variant} {g['prompt']} L{g['layer']} {g['head_kind']} {g['head']} T={g['threshold']}: "
+                  f"{g['policy']} / {g['rows']} vs {r['policy']} / {r['rows']} {r}")
         bad += mismatch(g["policy"] != r["policy"] or g["rows"] != r["rows"])
         bad += mismatch(any(abs(float(g[k]) - r[k]) > 1e-5
                             for k in ("rec_special", "rec_punct", "rec_frequent", "rec_local")))
@@ -89,9 +94,9 @@ for variant, targs in cases:
                     print(f"  {variant} {g['prompt']} L{g['layer']} {g['allocation']} B={g['budget']} {k}: "
                           f"{g[k]} vs {r[k]}")
     rows = {r["rows"] for r in read_csv(os.path.join(out, "fastgen_heads.csv"))}
-    want_rows = {"all"} if "--full-maps" in targs else {"window"}
+    want_rows = {"window"} if "--local-ratio" in targs else {"all"}   # full maps, or the sums
     bad += mismatch(rows != want_rows)
-    print(f"{'ok  ' if not bad else 'FAIL'} {variant} {' '.join(targs) or '(window only)'}: "
+    print(f"{'ok  ' if not bad else 'FAIL'} {variant} {' '.join(targs) or '(sums, no maps)'}: "
           f"{len(ref['fastgen']) + len(ref['loss'])} rows, {bad} mismatches")
 
 # progress: a line per layer on stderr when it is a terminal, nothing in the summary on stdout

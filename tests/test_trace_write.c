@@ -67,7 +67,7 @@ static void write_trace(const char *path, int f16, int deflate, const float *map
                 ck_assert_msg(kv_trace_write_map_block(w, s, h, r0, r1 - r0, blk, r1, &err) == 0, "%s", err.msg);
             }
         }
-        ck_assert_msg(kv_trace_write_layer(w, s, colsum, win, vals, &err) == 0, "%s", err.msg);
+        ck_assert_msg(kv_trace_write_layer(w, s, colsum, win, NULL, vals, &err) == 0, "%s", err.msg);
         memset(colsum, 0, (size_t)H * N * sizeof *colsum);
     }
     ck_assert_int_eq(kv_trace_write_logits(w, logits, &err), 0);

@@ -17,6 +17,7 @@
 #include "fidelity/fidelity.h"
 #include "model/forward.h"
 #include "tokenizer/prompts.h"
+#include "policy/fastgen.h"
 #include "tokenizer/tokenizer.h"
 
 #define KVTRACE_VERSION "0.1.0"
@@ -40,13 +41,15 @@ typedef struct {
     int resume;
     const char *special_texts[MAX_SPECIAL_TEXTS];
     int n_special_texts;
+    double local_ratios[KV_MAX_NEAR]; /* FastGen r_l values whose local-window mass is accumulated */
+    int n_local_ratios;
 } options;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace [--model DIR] [--prompts FILE] [-o trace.h5] [--full-maps] [--window W]\n"
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
-            "               [--rope-precision f32|f64]\n"
+            "               [--rope-precision f32|f64] [--local-ratio R[,R...]|none]\n"
             "               [--max-tokens N] [--max-memory SIZE]"
             " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
@@ -69,6 +72,10 @@ static void usage(FILE *f) {
             "  --maps-compression C  deflate (default: shuffle + deflate, about half the size) or none\n"
             "                      (twice the size; h5py reads it about 2x faster, kvanalyze 1.6x)\n"
             "  --layers LIST       layers to trace, e.g. 0,3,8-11 (default: all)\n"
+            "  --local-ratio R,..  FastGen's r_l values (default 0.3, at most 8): for each, every head's\n"
+            "                      attention mass inside the local window is accumulated (dataset nearsum),\n"
+            "                      so that kvanalyze profiles FastGen over all rows without --full-maps;\n"
+            "                      none: accumulate nothing\n"
             "  --rope-precision P  f32 (default: RoPE angles rounded as transformers rounds them) or f64\n"
             "                      (angles in double; differs from transformers by ~1e-3 at 32k positions)\n"
             "  --device D          auto (default; the CPU until the CUDA backend is validated on a GPU), cpu\n"
@@ -151,9 +158,11 @@ static int parse_options(int argc, char **argv, options *o) {
         {"device", required_argument, 0, 'D'}, {"maps-compression", required_argument, 0, 'C'},
         {"max-memory", required_argument, 0, 'M'}, {"resume", no_argument, 0, 'R'},
         {"version", no_argument, 0, 'V'},      {"rope-precision", required_argument, 0, 'r'},
+        {"local-ratio", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
-    *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1};
+    *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1,
+                   .local_ratios = {KV_DEFAULT_LOCAL_RATIO}, .n_local_ratios = 1};
     long v;
     int c;
     opterr = 0;
@@ -166,6 +175,28 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'f': o->force = 1; break;
         case 'R': o->resume = 1; break;
         case 'l': o->layers_spec = optarg; break;
+        case 'L': {
+            if (!strcmp(optarg, "none")) {
+                o->n_local_ratios = 0;
+                break;
+            }
+            char *copy = strdup(optarg), *save = NULL;
+            int n = 0, bad = !copy;
+            for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !bad; tok = strtok_r(NULL, ",", &save)) {
+                double r;
+                bad = n == KV_MAX_NEAR || kv_parse_double(tok, &r) || !(r > 0 && r <= 1);
+                for (int q = 0; !bad && q < n; q++) bad = o->local_ratios[q] == r;
+                if (!bad) o->local_ratios[n++] = r;
+            }
+            free(copy);
+            if (bad || !n) {
+                fprintf(stderr, "kvtrace: --local-ratio '%s': expected 1 to %d different numbers in (0, 1], "
+                                "comma-separated\n", optarg, KV_MAX_NEAR);
+                return 2;
+            }
+            o->n_local_ratios = n;
+            break;
+        }
         case 'M':
             if (kv_parse_size(optarg, &o->max_memory)) {
                 fprintf(stderr, "kvtrace: --max-memory '%s': expected a size such as 8G or 512M\n", optarg);
@@ -255,6 +286,7 @@ typedef struct {
     const int *slot_of_layer;  /* [n_layers] traced slot or -1 */
     int full_maps;
     int n;                     /* tokens of the current prompt */
+    int near_w[KV_MAX_NEAR];   /* its local windows, one per --local-ratio */
     float *values;             /* [KVH, N, hd] staging for the transpose */
     kv_map_sink sink;
     int sink_slot;
@@ -277,7 +309,7 @@ static int check_memory(const kv_config *c, const kv_prompt_set *ps, const optio
            KVD = (double)c->n_kv_heads * c->head_dim;
     double params = c->vocab_size * D * (c->tie_word_embeddings ? 1 : 2) +
                     c->n_layers * (D * (QD + 2 * KVD) + QD * D + 3 * D * I + 2 * D);
-    double need = params * 4 + (double)kv_forward_bytes(c, longest, o->window) +
+    double need = params * 4 + (double)kv_forward_bytes(c, longest, o->window, o->n_local_ratios) +
                   (o->full_maps ? (double)kv_trace_map_queue_bytes(longest, o->maps_f16, omp_get_max_threads()) : 0);
     double avail = o->max_memory;
     const char *source = "--max-memory";
@@ -315,14 +347,15 @@ static kv_map_sink *map_sink(void *p, int layer) {
     return &t->sink;
 }
 
-static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *v, kv_error *err) {
+static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *nearsum,
+                      const float *v, kv_error *err) {
     trace_ctx *t = p;
     if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
     int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
     for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd] */
         for (int i = 0; i < n; i++)
             memcpy(t->values + ((size_t)g * n + i) * hd, v + ((size_t)i * kvh + g) * hd, hd * sizeof(float));
-    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], colsum, window, t->values, err);
+    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], colsum, window, nearsum, t->values, err);
 }
 
 static void progress(void *p, int layer) {
@@ -348,14 +381,17 @@ static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_
                                               o->n_special_texts, &pieces, flags, err))
             goto done;
     }
+    /* FastGen's local window of each r_l for this prompt's length (policy/fastgen.h) */
+    for (int q = 0; q < o->n_local_ratios; q++) t->near_w[q] = kv_local_window(o->local_ratios[q], p->n_ids);
     kv_trace_prompt tp = {.id = p->id, .text = p->text, .tokens = p->ids, .n = p->n_ids, .pieces = pieces,
-                          .flags = flags};
+                          .flags = flags, .near_w = t->near_w};
     t->n = p->n_ids;
     t->prompt_id = p->id;
     t->values = kv_malloc((size_t)c->n_kv_heads * p->n_ids * c->head_dim * sizeof(float), err);
     if (!t->values || kv_trace_begin_prompt(t->w, &tp, err)) goto done;
-    kv_capture_hooks hooks = {.ctx = t, .window = o->window, .want_layer = want_layer, .map_sink = map_sink,
-                              .layer_done = layer_done, .progress = progress};
+    kv_capture_hooks hooks = {.ctx = t, .window = o->window, .n_near = o->n_local_ratios, .near_w = t->near_w,
+                              .want_layer = want_layer, .map_sink = map_sink, .layer_done = layer_done,
+                              .progress = progress};
     if (kv_forward(m, p->ids, p->n_ids, &hooks, logits, err)) {
         kv_wrap(err, "prompt '%s'", p->id);
         goto done;
@@ -450,6 +486,7 @@ static int run(const options *o) {
         .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .hidden_size = c->hidden_size,
         .vocab_size = c->vocab_size, .layers = layers, .n_traced = n_traced, .window = o->window,
         .rope_precision = kv_rope_precision_name(o->rope_precision), .full_maps = o->full_maps, .maps_f16 = o->maps_f16, .maps_deflate = o->maps_deflate,
+        .near_r_local = o->local_ratios, .n_near = o->n_local_ratios,
     };
     if (!(w = kv_trace_create(o->out_path, o->force, o->resume, &meta, &err))) goto fail;
     wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);

@@ -26,9 +26,9 @@ def combine(x, gqa_max):
     return c * np.float32(1.0 / x.shape[0])
 
 
-def fastgen(A, row0, flags, colsum, r_l, r_f, skip=0):
-    """A [rows, N] rows of query positions row0.. -> (recovery[5], kept[5])."""
-    nrows, N = A.shape
+def components(flags, colsum, r_f):
+    """FastGen's fixed column sets: special, punct, frequent, other (boolean [N] each)."""
+    N = len(flags)
     S = (flags & 1) != 0
     Pm = ((flags & 2) != 0) & ~S
     cand = np.flatnonzero(~S & ~Pm)
@@ -36,7 +36,35 @@ def fastgen(A, row0, flags, colsum, r_l, r_f, skip=0):
     order = cand[np.lexsort((cand, -colsum[cand]))]
     F = np.zeros(N, dtype=bool)
     F[order[:kf]] = True
-    other = ~S & ~Pm & ~F
+    return S, Pm, F, ~S & ~Pm & ~F
+
+
+def kept_fractions(S, Pm, F, other, r_l):
+    N = len(S)
+    nl = ceil_frac(r_l, N)
+    j = np.arange(N)
+    last_local = int((other & (j > N - 1 - nl)).sum())
+    nS, nP, kf = int(S.sum()), int(Pm.sum()), int(F.sum())
+    return [nS / N, (nS + nP) / N, (nS + nP + kf) / N, (nS + nP + kf + last_local) / N, 1.0]
+
+
+def fastgen_sums(colsum, nearsum, flags, r_l, r_f):
+    """All N rows from the column sums (docs/analyzer.md, "All rows without
+    full maps"): colsum, nearsum [N] -> (recovery[5], kept[5])."""
+    N = len(flags)
+    S, Pm, F, other = components(flags, colsum, r_f)
+    cs, ns = colsum.astype(np.float64), nearsum.astype(np.float64)
+    m0 = cs[S].sum()
+    m1 = m0 + cs[Pm].sum()
+    m2 = m1 + cs[F].sum()
+    m3 = m2 + ns[other].sum()
+    return [m0 / N, m1 / N, m2 / N, m3 / N, 1.0], kept_fractions(S, Pm, F, other, r_l)
+
+
+def fastgen(A, row0, flags, colsum, r_l, r_f, skip=0):
+    """A [rows, N] rows of query positions row0.. -> (recovery[5], kept[5])."""
+    nrows, N = A.shape
+    S, Pm, F, other = components(flags, colsum, r_f)
     nl = ceil_frac(r_l, N)
     i = row0 + np.arange(nrows)
     j = np.arange(N)
@@ -49,10 +77,7 @@ def fastgen(A, row0, flags, colsum, r_l, r_f, skip=0):
     m3 = m2 + np.where(local & other[None, :], A64, 0.0).sum(1)
     ok = i >= skip
     rec = [float(m[ok].mean()) for m in (m0, m1, m2, m3)] + [1.0]
-    nS, nP = int(S.sum()), int(Pm.sum())
-    last_local = int((other & (j > N - 1 - nl)).sum())
-    kept = [nS / N, (nS + nP) / N, (nS + nP + kf) / N, (nS + nP + kf + last_local) / N, 1.0]
-    return rec, kept
+    return rec, kept_fractions(S, Pm, F, other, r_l)
 
 
 POLICIES = ["special", "special+punct", "special+punct+frequent", "special+punct+frequent+local", "full"]
@@ -190,6 +215,10 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
             N = int(g.attrs["n_tokens"])
             flags = g["flags"][:]
             has_attn = "attn" in g
+            # without maps, all rows from the sums when the trace has them for r_l (docs/analyzer.md)
+            near_r = list(f.attrs.get("nearsum_r_local", []))
+            near_k = next((k for k, r in enumerate(near_r) if abs(r - r_l) < 1e-12), None)
+            use_sums = not has_attn and "nearsum" in g and near_k is not None and skip == 0 and (not gqa_max or G == 1)
             for li, layer in enumerate(layers):
                 layer = int(layer)
                 colsum = g["colsum"][li]
@@ -197,13 +226,18 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
                 Wp = win.shape[1]
                 if has_attn:
                     maps, row0, rows = g["attn"][li].astype(np.float32), 0, "all"
+                elif use_sums:
+                    maps, row0, rows = g["nearsum"][li, near_k], None, "all"
                 else:
                     maps, row0, rows = win, N - Wp, "window"
                 heads = [("query", h, maps[h], colsum[h]) for h in range(H)]
                 heads += [("kv", k, combine(maps[k * G:(k + 1) * G], gqa_max),
                            combine(colsum[k * G:(k + 1) * G], gqa_max)) for k in range(KVH)]
                 for kind, h, A, cs in heads:
-                    rec, kept = fastgen(A, row0, flags, cs, r_l, r_f, skip)
+                    if use_sums:  # A is the head's nearsum [N]
+                        rec, kept = fastgen_sums(cs, A, flags, r_l, r_f)
+                    else:
+                        rec, kept = fastgen(A, row0, flags, cs, r_l, r_f, skip)
                     for T in thresholds:
                         c = choose(rec, T)
                         res["fastgen"].append(dict(prompt=pid, layer=layer, head=h, head_kind=kind, rows=rows,
