@@ -55,16 +55,20 @@ fi
 IFS=, read -r -a ns <<< "$NS"
 for n in "${ns[@]}"; do one "$M" llama-long "$n" 4 4; done
 # peak RSS against N, and what the full maps alone would take
+tics=""
+for n in "${ns[@]}"; do tics+="\"$n\" $n, "; done
+tics=${tics%, }
 awk -F'\t' 'NR > 1 && $1 == "llama-long" {print $2, $4, $8 * 1000}' "$OUT/results.tsv" > "$OUT/rss.dat"
 gnuplot <<GPEOF
 set terminal pngcairo size 900,560 font "DejaVu Sans,13"
 set output "$OUT/long_context_rss.png"
 set title "kvtrace without full maps: peak RSS against prompt length\n{/*0.8 random Llama-style model, 4 layers, 4 heads of 64 (2 KV heads), 2-core CPU}"
 set logscale xy 2
-set xlabel "prompt length N (tokens)"
-set ylabel "MB"
-set xtics ($(echo "${ns[@]}" | sed 's/\([0-9][0-9]*\)/"\1" \1/g; s/ /, /g'))
-set key top left
+set xlabel "prompt length N (tokens, log scale)"
+set ylabel "MB (log scale)"
+set xrange [${ns[0]} * 0.8 : ${ns[-1]} * 1.25]
+set xtics ($tics)
+set key top left box opaque
 set grid
 plot "$OUT/rss.dat" using 1:2 with linespoints lw 2 pt 7 title "kvtrace peak RSS", \
      "$OUT/rss.dat" using 1:3 with linespoints lw 2 pt 5 dt 2 title "full maps alone (L·H·N² float32)"

@@ -195,22 +195,35 @@ static void attn_block(const attn_layer *L, int h, int r0, int r1, float *p) {
         for (int j = 0; j < lo; j++) pr[j] = 0;
         for (int j = i + 1; j < nk; j++) pr[j] = 0;
     }
-    if (cap && cap->colsum) {
-        float *cs = cap->colsum + (size_t)h * n;
+    if (cap && (cap->colsum || cap->n_near)) {
+        /* The block's column sums bs[j] = Σ_r p[r, j] (rows below the
+         * diagonal only: p is zero above it) feed colsum and, for the
+         * columns whose local window holds every row of the block that sees
+         * them (j >= r1 - w), nearsum; only the ≤ rows columns on the
+         * window's edge are summed row by row. */
+        float *bs = p + (size_t)rows * nk; /* [nk] after the block */
+        memset(bs + k0, 0, (size_t)(nk - k0) * sizeof *bs);
         for (int r = 0; r < rows; r++) {
             const float *pr = p + (size_t)r * nk;
 #pragma omp simd
-            for (int j = k0; j <= r0 + r; j++) cs[j] += pr[j];
+            for (int j = k0; j <= r0 + r; j++) bs[j] += pr[j];
         }
-    }
-    for (int k = 0; cap && k < cap->n_near; k++) {
-        int w = cap->near_w[k];
-        float *ns = cap->nearsum + ((size_t)k * n_heads + h) * n;
-        for (int r = 0; r < rows; r++) {
-            int i = r0 + r, lo = i - w + 1 > k0 ? i - w + 1 : k0;
-            const float *pr = p + (size_t)r * nk;
+        if (cap->colsum) {
+            float *cs = cap->colsum + (size_t)h * n;
 #pragma omp simd
-            for (int j = lo; j <= i; j++) ns[j] += pr[j];
+            for (int j = k0; j < nk; j++) cs[j] += bs[j];
+        }
+        for (int k = 0; k < cap->n_near; k++) {
+            int w = cap->near_w[k], full = r1 - w > k0 ? r1 - w : k0, edge = r0 - w + 1 > k0 ? r0 - w + 1 : k0;
+            float *ns = cap->nearsum + ((size_t)k * n_heads + h) * n;
+#pragma omp simd
+            for (int j = full; j < nk; j++) ns[j] += bs[j];
+            for (int j = edge; j < full; j++) { /* rows i in [max(r0, j), j + w - 1] */
+                int ilo = j > r0 ? j : r0, ihi = j + w - 1 < r1 - 1 ? j + w - 1 : r1 - 1;
+                float s = 0;
+                for (int i = ilo; i <= ihi; i++) s += p[(size_t)(i - r0) * nk + j];
+                ns[j] += s;
+            }
         }
     }
     if (cap && cap->window) {
@@ -240,7 +253,7 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
     if (cap && cap->maps) {
         /* Full maps go to the sink in order: heads one after another, BLAS
          * threads inside each product. */
-        float *p = cpu_alloc(k, (size_t)blk * n * sizeof(float), err);
+        float *p = cpu_alloc(k, (size_t)(blk + 1) * n * sizeof(float), err); /* the block and its column sums */
         if (!p) return -1;
         for (int h = 0; h < n_heads; h++)
             for (int r0 = 0; r0 < n; r0 += blk) {
@@ -256,13 +269,13 @@ static int cpu_attention(kv_kernels *k, float *out, const float *q, const float 
     }
     /* Heads in parallel, one single-threaded BLAS call each. */
     int threads = impl->threads > 0 ? impl->threads : omp_get_max_threads();
-    float *pbuf = cpu_alloc(k, (size_t)threads * blk * n * sizeof(float), err);
+    float *pbuf = cpu_alloc(k, (size_t)threads * (blk + 1) * n * sizeof(float), err);
     if (!pbuf) return -1;
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int h = 0; h < n_heads; h++) {
-        float *p = pbuf + (size_t)omp_get_thread_num() * blk * n;
+        float *p = pbuf + (size_t)omp_get_thread_num() * (blk + 1) * n;
         for (int r0 = 0; r0 < n; r0 += blk) {
             int r1 = r0 + blk < n ? r0 + blk : n;
             attn_block(&L, h, r0, r1, p);
