@@ -104,7 +104,9 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
         float *colsum = malloc((size_t)H * N * sizeof(float)), *win = malloc((size_t)H * Wp * N * sizeof(float));
         float *vals = malloc((size_t)t->n_kv_heads * N * t->head_dim * sizeof(float));
         double *sums = p->has_attn ? malloc((size_t)nt * G * N * sizeof(double)) : NULL;
-        if (!colsum || !win || !vals || (p->has_attn && !sums)) rc = kv_fail(err, "out of memory");
+        float *near = p->has_nearsum ? malloc((size_t)H * N * sizeof(float)) : NULL;
+        if (!colsum || !win || !vals || (p->has_attn && !sums) || (p->has_nearsum && !near))
+            rc = kv_fail(err, "out of memory");
         for (int li = 0; !rc && li < t->L; li++) {
             where w = {path, t, p, li};
             if (kv_prompt_read_colsum(p, li, colsum, err) || kv_prompt_read_window(p, li, win, err) ||
@@ -142,6 +144,30 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                         }
                     }
             }
+            /* nearsum: a part of colsum, and all of it for the columns j >= N - w
+             * (every row that sees them is inside the window) */
+            for (int k = 0; !rc && p->has_nearsum && k < t->n_near; k++) {
+                if (kv_prompt_read_nearsum(p, li, k, near, err)) {
+                    rc = -1;
+                    break;
+                }
+                int wk = p->near_w[k];
+                for (int h = 0; !rc && h < H; h++)
+                    for (int j = 0; !rc && j < N; j++) {
+                        double ns = near[(size_t)h * N + j], cs = colsum[(size_t)h * N + j];
+                        double tol = TOL_F32 * (cs > 1 ? cs : 1);
+                        if (j >= N - wk && fabs(ns - cs) > tol) {
+                            snprintf(what, sizeof what,
+                                     "nearsum (r_l %g, window %d) %.6g differs from colsum %.6g at column %d, which "
+                                     "every row sees inside the window", t->near_r_local[k], wk, ns, cs, j);
+                            rc = fault(err, &w, h, what);
+                        } else if (ns < -tol || ns > cs + tol) {
+                            snprintf(what, sizeof what, "nearsum (r_l %g, window %d) %.6g is outside [0, colsum %.6g] "
+                                     "at column %d", t->near_r_local[k], wk, ns, cs, j);
+                            rc = fault(err, &w, h, what);
+                        }
+                    }
+            }
             /* colsum without maps: its total over keys is N (one per query row) */
             for (int h = 0; !rc && h < H && !p->has_attn; h++) {
                 double total = 0;
@@ -153,7 +179,7 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                 }
             }
         }
-        free(colsum), free(win), free(vals), free(sums);
+        free(colsum), free(win), free(vals), free(sums), free(near);
         kv_prompt_close(p);
     }
     if (!rc && report)

@@ -1,6 +1,6 @@
 """kvanalyze --check: good traces (float32 and float16 maps, no maps, a
-sliding-window model) pass; each kind of fault is found and named, with a
-non-zero exit."""
+sliding-window model, each with the local-window sums nearsum) pass; each
+kind of fault is found and named, with a non-zero exit."""
 import json
 import os
 import shutil
@@ -84,6 +84,14 @@ def nan_value(f):
     f["prompts/p0/values"][1, 0, 3, 2] = np.nan
 
 
+def nearsum_over_colsum(f):
+    f["prompts/p0/nearsum"][1, 0, 2, 3] = f["prompts/p0/colsum"][1, 2, 3] + 0.5
+
+
+def nearsum_last_window(f):
+    f["prompts/p1/nearsum"][0, 0, 1, 62] *= 0.5   # inside the last window (j >= 70 - 21): nearsum is colsum
+
+
 def version(f):
     f.attrs["format_version"] = 2
 
@@ -106,6 +114,10 @@ corrupt("wrong format_version", version, "format_version")
 corrupt("missing colsum", drop_colsum, "colsum")
 corrupt("values of the wrong shape", bad_shape, "values")
 corrupt("colsum off without maps", colsum_off, "colsum adds up to", base="no maps")
+corrupt("nearsum above colsum", nearsum_over_colsum, "prompt 'p0'", "layer 1", "head 2", "nearsum", "column 3",
+        base="no maps")
+corrupt("nearsum short of colsum in the last window", nearsum_last_window, "prompt 'p1'", "head 1", "nearsum",
+        "differs from colsum", "column 62", base="no maps")
 notatrace = os.path.join(c.tmp.name, "not.h5")
 with open(notatrace, "w") as f:
     f.write("hello")
