@@ -64,7 +64,12 @@ static int cpu_upload_weight(kv_kernels *k, kv_weight *w, const void *host, int 
     size_t n = (size_t)rows * cols;
     float *d = cpu_alloc(k, n * sizeof(float), err);
     if (!d) return -1;
-    kv_to_f32(d, host, (kv_dtype)dtype, n);
+    /* on all threads: the conversion's first touches fault the pages in */
+    size_t chunk = (size_t)1 << 20, es = kv_dtype_size((kv_dtype)dtype), nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nc; c++)
+        kv_to_f32(d + c * chunk, (const char *)host + c * chunk * es, (kv_dtype)dtype,
+                  n - c * chunk < chunk ? n - c * chunk : chunk);
     *w = (kv_weight){.data = d, .dtype = KV_F32, .rows = rows, .cols = cols};
     return 0;
 }
