@@ -19,8 +19,6 @@ enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGE
 static const char *const out_names[OUT_N] = {"fastgen_heads.csv", "eviction_loss.csv", "budgets.csv",
                                              "concentration.csv", "policies.json", "budgets.json"};
 
-static const char *const scorer_name[] = {"snapkv", "h2o"};
-static const char *const pool_name[] = {"max", "avg", "none"};
 static const char *const alloc_name[] = {"uniform", "adaptive"};
 
 /* Aggregates over prompts, sized by the trace. */
@@ -58,7 +56,7 @@ typedef struct {
     float *values;   /* [KVH, N, hd] */
     float *wo;       /* [D, H*hd] */
     double *scores;  /* [KVH, N] */
-    double *stmp;    /* [2N] */
+    double *stmp;    /* [3N] */
     int *head_order, *all_order; /* [KVH*N] */
     uint8_t *keep;   /* [KVH*N] */
     int *counts;     /* [KVH] */
@@ -66,6 +64,7 @@ typedef struct {
     /* progress (o->progress): prompts done before the one in flight, of n_prompts */
     int prompts_done, n_prompts, progress_shown;
     double t_start;
+    char conventions[128]; /* the Ada-KV conventions of this run, a column of the CSV outputs */
 } kv_run;
 
 /* One line on stderr, rewritten after every layer: where the run is, its
@@ -305,13 +304,13 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
                 for (int g = 0; g < KVH; g++) R->counts[g] = P > 0 ? P : 0;
                 kv_loss_eval(&lc, NULL, &loss);
             } else {
-                kv_adakv_select(al ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, R->head_order, R->all_order, KVH, P, bl,
-                                ap->alpha, R->keep, R->counts);
+                kv_split split = {al ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, ap->alpha, ap->safeguard, w};
+                kv_adakv_select(&split, R->head_order, R->all_order, KVH, P, bl, R->keep, R->counts);
                 kv_loss_eval(&lc, R->keep, &loss);
             }
-            fprintf(R->out.f[OUT_LOSS].fp, "%s,%d,%s,%s,%d,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g\n", p->id, layer,
-                    scorer_name[ap->scorer], alloc_name[al], o->pyramid, B, evalname, loss.bound,
-                    loss.bound_per_head, loss.actual_l1, loss.relative_l1, loss.kept_mass);
+            fprintf(R->out.f[OUT_LOSS].fp, "%s,%d,%s,%s,%d,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n", p->id, layer,
+                    kv_scorer_names[ap->scorer], alloc_name[al], o->pyramid, B, evalname, loss.bound,
+                    loss.bound_per_head, loss.actual_l1, loss.relative_l1, loss.kept_mass, R->conventions);
             a->l1[al][bi] += loss.actual_l1;
             a->bound[al][bi] += loss.bound;
             a->kept[al][bi] += loss.kept_mass;
@@ -320,8 +319,8 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
                 long tot = 0;
                 for (int g = 0; g < KVH; g++) tot += R->counts[g];
                 for (int g = 0; g < KVH; g++) {
-                    fprintf(R->out.f[OUT_BUDGETS_CSV].fp, "%s,%d,%s,%d,%d,%d,%d,%d\n", p->id, layer,
-                            scorer_name[ap->scorer], o->pyramid, B, bl + w, g, R->counts[g] + w);
+                    fprintf(R->out.f[OUT_BUDGETS_CSV].fp, "%s,%d,%s,%d,%d,%d,%d,%d,%s\n", p->id, layer,
+                            kv_scorer_names[ap->scorer], o->pyramid, B, bl + w, g, R->counts[g] + w, R->conventions);
                     a->share[((size_t)bi * a->L + li) * KVH + g] += tot > 0 ? (double)R->counts[g] / tot : 1.0 / KVH;
                 }
             }
@@ -373,7 +372,7 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         ensure(&val, &cap_v, (size_t)KVH * N * t->head_dim * sizeof(float), err) ||
         ensure(&wo, &cap_wo, (size_t)t->hidden_size * H * t->head_dim * sizeof(float), err) ||
         ensure(&sc, &cap_s, (size_t)KVH * N * sizeof(double), err) ||
-        ensure(&st, &cap_t, (size_t)2 * N * sizeof(double), err) ||
+        ensure(&st, &cap_t, (size_t)3 * N * sizeof(double), err) ||
         ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
@@ -493,8 +492,10 @@ static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
     int KVH = t->n_kv_heads, w = ap->obs_window, rc = -1;
     kv_budget_file b = {.kernel = ap->kernel, .obs_window = w, .alpha = ap->alpha, .gqa_max = o->gqa_max,
                         .pyramid = o->pyramid, .prompts = ids, .n_prompts = nids, .n = o->n_budgets};
-    snprintf(b.scorer, sizeof b.scorer, "%s", scorer_name[ap->scorer]);
-    snprintf(b.pool, sizeof b.pool, "%s", pool_name[ap->pool]);
+    snprintf(b.scorer, sizeof b.scorer, "%s", kv_scorer_names[ap->scorer]);
+    snprintf(b.pool, sizeof b.pool, "%s", kv_pool_names[ap->pool]);
+    snprintf(b.safeguard, sizeof b.safeguard, "%s", kv_safeguard_names[ap->safeguard]);
+    snprintf(b.gqa_order, sizeof b.gqa_order, "%s", kv_gqa_order_names[ap->gqa_order]);
     if (ap->future_q) snprintf(b.eval, sizeof b.eval, "future:%d", ap->future_q);
     else snprintf(b.eval, sizeof b.eval, "window");
     snprintf(b.trace, sizeof b.trace, "%s", o->trace_path);
@@ -573,7 +574,7 @@ static void print_summary(kv_run *R, FILE *fp, const double *kept_total, int nid
                 kept_total[k]);
     }
     fprintf(fp, "\nAda-KV eviction loss (scorer %s, %s, means over prompts and layers)\n",
-            scorer_name[o->ada.scorer], o->pyramid ? "pyramid" : "flat");
+            kv_scorer_names[o->ada.scorer], o->pyramid ? "pyramid" : "flat");
     fprintf(fp, "%-7s %12s %12s %12s %12s %10s %10s\n", "budget", "uni_l1", "ada_l1", "uni_bound", "ada_bound",
             "uni_kept", "ada_kept");
     for (int bi = 0; bi < o->n_budgets; bi++) {
@@ -669,8 +670,12 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
     fprintf(R.out.f[OUT_FASTGEN].fp,
             "prompt,layer,head,head_kind,rows,threshold,policy,kept_fraction,rec_special,rec_punct,rec_frequent,rec_local,rec_full\n");
     fprintf(R.out.f[OUT_LOSS].fp,
-            "prompt,layer,scorer,allocation,pyramid,budget,eval,bound,bound_per_head,actual_l1,relative_l1,kept_mass\n");
-    fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget\n");
+            "prompt,layer,scorer,allocation,pyramid,budget,eval,bound,bound_per_head,actual_l1,relative_l1,kept_mass,"
+            "conventions\n");
+    fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget,conventions\n");
+    const kv_adakv_params *ap = &o->ada;
+    snprintf(R.conventions, sizeof R.conventions, "w%d %s%d %s %s a%g", ap->obs_window, kv_pool_names[ap->pool],
+             ap->kernel, kv_gqa_order_names[ap->gqa_order], kv_safeguard_names[ap->safeguard], ap->alpha);
     fprintf(R.out.f[OUT_CONC].fp, "prompt,layer,head,percent,positions,mass\n");
     R.n_prompts = nids;
     R.t_start = omp_get_wtime();

@@ -40,9 +40,18 @@ static void usage(FILE *fp) {
             "  -b, --budgets B[,B..]   entries per KV head, window included (default 64,128,256,512,1024)\n"
             "      --scorer snapkv|h2o score used to rank positions (default snapkv)\n"
             "      --obs-window W      observation window w (default 32)\n"
-            "      --pool max|avg|none pooling of snapkv scores (default max)\n"
+            "      --pool max|avg|avg-padded|none  pooling of snapkv scores (default max; avg divides edge\n"
+            "                          windows by the positions inside, avg-padded by the kernel, as PyTorch)\n"
             "      --kernel K          pooling kernel, odd (default 7)\n"
+            "      --gqa-order combine-pool|pool-combine  combine a group's query heads before pooling\n"
+            "                          (default, FFY0/AdaKV) or after (kvpress)\n"
             "      --alpha A           adaptive safeguard share in [0, 1] (default 0.2)\n"
+            "      --safeguard protect|kvpress|blend  the adaptive split's safeguard (default protect;\n"
+            "                          docs/analyzer.md, Conventions)\n"
+            "      --preset kvpress|adakv  every convention of NVIDIA kvpress 0.5.5 (window 64, avg-padded\n"
+            "                          pooling 5, pool-combine, kvpress safeguard) or of the authors' code\n"
+            "                          (window 32, max pooling 7, combine-pool, blend); options given\n"
+            "                          with it override it\n"
             "      --pyramid           PyramidKV per-layer budgets (beta = 20)\n"
             "      --eval window|future:Q  evaluation rows (default window)\n"
             "Input and run:\n"
@@ -100,7 +109,7 @@ int main(int argc, char **argv) {
     char *parts[KV_MAX_LIST];
 
     enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
-           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK, O_MAXMEM };
+           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK, O_MAXMEM, O_SAFEGUARD, O_GQA_ORDER, O_PRESET };
     static const struct option lo[] = {
         {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
         {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
@@ -112,8 +121,27 @@ int main(int argc, char **argv) {
         {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
         {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
         {"check", no_argument, 0, O_CHECK},       {"max-memory", required_argument, 0, O_MAXMEM},
+        {"safeguard", required_argument, 0, O_SAFEGUARD}, {"gqa-order", required_argument, 0, O_GQA_ORDER},
+        {"preset", required_argument, 0, O_PRESET},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
+    /* a preset first, wherever it is given: the options given with it override it */
+    for (int i = 1; i < argc; i++) {
+        const char *v = !strcmp(argv[i], "--preset") && i + 1 < argc ? argv[i + 1]
+                        : !strncmp(argv[i], "--preset=", 9)       ? argv[i] + 9
+                                                                   : NULL;
+        if (!v) continue;
+        if (!strcmp(v, "kvpress"))
+            o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_AVG_PADDED, .kernel = 5,
+                                      .obs_window = 64, .alpha = 0.2, .safeguard = KV_SAFEGUARD_KVPRESS,
+                                      .gqa_order = KV_GQA_POOL_COMBINE};
+        else if (!strcmp(v, "adakv"))
+            o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = 32,
+                                      .alpha = 0.2, .safeguard = KV_SAFEGUARD_BLEND,
+                                      .gqa_order = KV_GQA_COMBINE_POOL};
+        else
+            return fail("--preset: expected kvpress or adakv, got '%s'", v);
+    }
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:t:b:hV", lo, NULL)) != -1) {
@@ -168,12 +196,25 @@ int main(int argc, char **argv) {
             if (parse_int(optarg, &o.ada.obs_window) || o.ada.obs_window < 1)
                 return fail("--obs-window: '%s' is not a positive integer", optarg);
             break;
-        case O_POOL:
-            if (!strcmp(optarg, "max")) o.ada.pool = KV_POOL_MAX;
-            else if (!strcmp(optarg, "avg")) o.ada.pool = KV_POOL_AVG;
-            else if (!strcmp(optarg, "none")) o.ada.pool = KV_POOL_NONE;
-            else return fail("--pool: expected max, avg or none, got '%s'", optarg);
+        case O_PRESET: break; /* applied before the loop */
+        case O_POOL: {
+            int k = kv_name_index(kv_pool_names, KV_N_POOLS, optarg);
+            if (k < 0) return fail("--pool: expected max, avg, avg-padded or none, got '%s'", optarg);
+            o.ada.pool = (kv_pool)k;
             break;
+        }
+        case O_SAFEGUARD: {
+            int k = kv_name_index(kv_safeguard_names, KV_N_SAFEGUARDS, optarg);
+            if (k < 0) return fail("--safeguard: expected protect, kvpress or blend, got '%s'", optarg);
+            o.ada.safeguard = (kv_safeguard)k;
+            break;
+        }
+        case O_GQA_ORDER: {
+            int k = kv_name_index(kv_gqa_order_names, KV_N_GQA_ORDERS, optarg);
+            if (k < 0) return fail("--gqa-order: expected combine-pool or pool-combine, got '%s'", optarg);
+            o.ada.gqa_order = (kv_gqa_order)k;
+            break;
+        }
         case O_KERNEL:
             if (parse_int(optarg, &o.ada.kernel) || o.ada.kernel < 1 || o.ada.kernel % 2 == 0)
                 return fail("--kernel: '%s' is not a positive odd integer", optarg);

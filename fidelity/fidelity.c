@@ -153,7 +153,7 @@ typedef struct {
     float *cs_ctx;        /* [H, Nc] the context rows' accumulated attention */
     float *comb;          /* [Nc] a KV group's combined cs_ctx */
     int *cls;             /* [Nc] FastGen classes */
-    double *scores, *tmp; /* [KVH, P], [2 N] */
+    double *scores, *tmp; /* [KVH, P], [3 N] */
     int *head_order, *all_order; /* [KVH, P], [KVH * P] */
     uint8_t *keep;        /* [KVH, P] */
     int *counts;          /* [KVH] */
@@ -180,8 +180,8 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
         break;
     case KV_SPEC_ADAKV: {
         int P = Nc - w;
-        kv_adakv_select(s->adaptive ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, r->head_order, r->all_order, KVH, P,
-                        s->budget - w, s->alpha, r->keep, r->counts);
+        kv_split split = {s->adaptive ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, s->alpha, KV_SAFEGUARD_PROTECT, w};
+        kv_adakv_select(&split, r->head_order, r->all_order, KVH, P, s->budget - w, r->keep, r->counts);
         for (int g = 0; g < KVH; g++)
             for (int j = 0; j < Nc; j++) mask[(size_t)g * Nc + j] = j >= P || r->keep[(size_t)g * P + j];
         break;
@@ -306,7 +306,7 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
     r.comb = kv_malloc((size_t)Nc * sizeof(float), err);
     r.cls = kv_malloc((size_t)Nc * sizeof(int), err);
     r.scores = kv_malloc((size_t)KVH * P * sizeof(double), err);
-    r.tmp = kv_malloc(2 * Nz * sizeof(double), err);
+    r.tmp = kv_malloc(3 * Nz * sizeof(double), err);
     r.head_order = kv_malloc((size_t)KVH * P * sizeof(int), err);
     r.all_order = kv_malloc((size_t)KVH * P * sizeof(int), err);
     r.keep = kv_malloc((size_t)KVH * P, err);

@@ -4,6 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o"};
+const char *const kv_pool_names[KV_N_POOLS] = {"max", "avg", "none", "avg-padded"};
+const char *const kv_safeguard_names[KV_N_SAFEGUARDS] = {"protect", "kvpress", "blend"};
+const char *const kv_gqa_order_names[KV_N_GQA_ORDERS] = {"combine-pool", "pool-combine"};
+
+int kv_name_index(const char *const *names, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], name)) return i;
+    return -1;
+}
+
 void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out) {
     if (pool == KV_POOL_NONE || kernel <= 1) {
         memcpy(out, in, (size_t)P * sizeof *out);
@@ -18,7 +29,7 @@ void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out) {
             if (in[q] > m) m = in[q];
             s += in[q];
         }
-        out[j] = pool == KV_POOL_MAX ? m : s / (hi - lo + 1);
+        out[j] = pool == KV_POOL_MAX ? m : s / (pool == KV_POOL_AVG_PADDED ? kernel : hi - lo + 1);
     }
 }
 
@@ -29,7 +40,7 @@ void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H
     int G = H / KVH;
     int wrow0 = N - Wp; /* query position of window row 0 */
     if (P <= 0) return;
-    double *s = tmp, *comb = tmp + N;
+    double *s = tmp, *comb = tmp + N, *pooled = tmp + 2 * (size_t)N;
     for (int g = 0; g < KVH; g++) {
         for (int j = 0; j < P; j++) comb[j] = p->gqa_max ? -INFINITY : 0.0;
         for (int h = g * G; h < (g + 1) * G; h++) {
@@ -48,13 +59,18 @@ void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H
                     for (int j = 0; j < P; j++) s[j] -= a[j];
                 }
             }
+            int pool_now = p->scorer == KV_SCORER_SNAPKV && p->gqa_order == KV_GQA_POOL_COMBINE;
+            if (pool_now) { /* pool this query head before the group is combined */
+                kv_pool1d(s, P, p->pool, p->kernel, pooled);
+                memcpy(s, pooled, (size_t)P * sizeof *s);
+            }
             for (int j = 0; j < P; j++) {
                 if (p->gqa_max) comb[j] = s[j] > comb[j] ? s[j] : comb[j];
                 else comb[j] += s[j] / G;
             }
         }
         double *o = out + (size_t)g * P;
-        if (p->scorer == KV_SCORER_SNAPKV) kv_pool1d(comb, P, p->pool, p->kernel, o);
+        if (p->scorer == KV_SCORER_SNAPKV && p->gqa_order == KV_GQA_COMBINE_POOL) kv_pool1d(comb, P, p->pool, p->kernel, o);
         else memcpy(o, comb, (size_t)P * sizeof *o);
     }
 }
@@ -87,26 +103,56 @@ int kv_adakv_orders(const double *scores, int KVH, int P, int *head_order, int *
     return 0;
 }
 
-void kv_adakv_select(kv_alloc alloc, const int *head_order, const int *all_order, int KVH, int P,
-                     int b, double alpha, uint8_t *keep, int *counts) {
+/* Prefix positions each head keeps before the global fill (protect, kvpress). */
+static int protected_prefix(const kv_split *s, int b) {
+    if (s->safeguard == KV_SAFEGUARD_KVPRESS) {
+        /* kvpress: n_safe = int(n_kept * alpha), at least 1, over the scores
+         * of all B = b + w positions; the window's come first */
+        int n_safe = (int)floor((double)(b + s->window) * s->alpha);
+        if (s->alpha > 0 && n_safe < 1) n_safe = 1;
+        return n_safe > s->window ? n_safe - s->window : 0;
+    }
+    return (int)floor(s->alpha * b + 1e-12);
+}
+
+void kv_adakv_select(const kv_split *s, const int *head_order, const int *all_order, int KVH, int P, int b,
+                     uint8_t *keep, int *counts) {
     memset(keep, 0, (size_t)KVH * P);
-    int first = alloc == KV_ALLOC_UNIFORM ? b : (int)floor(alpha * b + 1e-12);
+    int first, adaptive = s->alloc == KV_ALLOC_ADAPTIVE;
+    long rest = 0;
+    if (!adaptive) {
+        first = b;
+    } else if (s->safeguard == KV_SAFEGUARD_BLEND) {
+        /* FFY0/AdaKV: the heads' shares of the global top KVH*b, blended with
+         * the floor in float32 and rounded half to even, as torch does */
+        long top = (long)KVH * (b < P ? b : P);
+        for (int g = 0; g < KVH; g++) counts[g] = 0;
+        for (long k = 0; k < top; k++) counts[all_order[k] / P]++;
+        int floor_b = (int)((double)b * s->alpha);
+        for (int g = 0; g < KVH; g++) {
+            float cap = rintf((float)counts[g] * (float)(1.0 - s->alpha) + (float)floor_b);
+            int c = b >= P ? P : (int)cap;
+            counts[g] = c < 0 ? 0 : c > P ? P : c;
+            for (int q = 0; q < counts[g]; q++) keep[(size_t)g * P + head_order[(size_t)g * P + q]] = 1;
+        }
+        return;
+    } else {
+        first = protected_prefix(s, b);
+        rest = (long)KVH * b - (long)KVH * (first < b ? first : b);
+    }
     if (first > P) first = P;
     if (first < 0) first = 0;
     for (int g = 0; g < KVH; g++) {
         for (int q = 0; q < first; q++) keep[(size_t)g * P + head_order[(size_t)g * P + q]] = 1;
         counts[g] = first;
     }
-    if (alloc == KV_ALLOC_ADAPTIVE) {
-        long rest = (long)KVH * b - (long)KVH * (long)floor(alpha * b + 1e-12);
-        size_t n = (size_t)KVH * P;
-        for (size_t k = 0; k < n && rest > 0; k++) {
-            int idx = all_order[k];
-            if (keep[idx]) continue;
-            keep[idx] = 1;
-            counts[idx / P]++;
-            rest--;
-        }
+    size_t n = (size_t)KVH * P;
+    for (size_t k = 0; adaptive && k < n && rest > 0; k++) {
+        int idx = all_order[k];
+        if (keep[idx]) continue;
+        keep[idx] = 1;
+        counts[idx / P]++;
+        rest--;
     }
 }
 

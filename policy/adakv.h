@@ -7,9 +7,35 @@
 
 #include "common/error.h"
 
-typedef enum { KV_SCORER_SNAPKV, KV_SCORER_H2O } kv_scorer;
-typedef enum { KV_POOL_MAX, KV_POOL_AVG, KV_POOL_NONE } kv_pool;
+/* Each option's names, once (docs/analyzer.md, "Conventions"). */
+typedef enum { KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_N_SCORERS } kv_scorer;
+/* avg: divided by the positions inside the prompt; avg-padded: the zero
+ * padding counted, always divided by the kernel (PyTorch's avg_pool1d, kvpress) */
+typedef enum { KV_POOL_MAX, KV_POOL_AVG, KV_POOL_NONE, KV_POOL_AVG_PADDED, KV_N_POOLS } kv_pool;
 typedef enum { KV_ALLOC_UNIFORM, KV_ALLOC_ADAPTIVE } kv_alloc;
+/* The adaptive split's safeguard:
+ *   protect  each head's top floor(alpha*b) prefix positions, the rest of the
+ *            layer's prefix budget to the highest remaining scores (the window
+ *            is not part of the scored set);
+ *   kvpress  kvpress 0.5.5 AdaKVPress: each head's top max(1, floor(alpha*B))
+ *            of all its scores with B = b + w, where the window outranks every
+ *            prefix position, so only max(0, that - w) prefix positions are
+ *            protected; the rest as protect;
+ *   blend    FFY0/AdaKV AdaptiveSnapKVCluster.update_kv: c_h = head h's share
+ *            of the layer's global top KVH*b, and each head keeps its own top
+ *            round_half_even(c_h*(1 - alpha) + floor(alpha*b)) (float32), which
+ *            need not add up to KVH*b. */
+typedef enum { KV_SAFEGUARD_PROTECT, KV_SAFEGUARD_KVPRESS, KV_SAFEGUARD_BLEND, KV_N_SAFEGUARDS } kv_safeguard;
+/* GQA: combine a group's query heads, then pool (FFY0/AdaKV), or pool each
+ * query head, then combine (kvpress) */
+typedef enum { KV_GQA_COMBINE_POOL, KV_GQA_POOL_COMBINE, KV_N_GQA_ORDERS } kv_gqa_order;
+
+extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o */
+extern const char *const kv_pool_names[KV_N_POOLS];          /* max, avg, none, avg-padded */
+extern const char *const kv_safeguard_names[KV_N_SAFEGUARDS];/* protect, kvpress, blend */
+extern const char *const kv_gqa_order_names[KV_N_GQA_ORDERS];/* combine-pool, pool-combine */
+/* index of name in names [n], or -1 */
+int kv_name_index(const char *const *names, int n, const char *name);
 
 typedef struct {
     kv_scorer scorer;
@@ -17,7 +43,9 @@ typedef struct {
     int kernel;     /* pooling kernel (odd) */
     int obs_window; /* w */
     double alpha;   /* adaptive safeguard share */
+    kv_safeguard safeguard;
     int gqa_max;    /* combine a group's query heads by max (else mean) */
+    kv_gqa_order gqa_order;
     int future_q;   /* 0: evaluate the window rows; Q > 0: hold out the last Q rows */
 } kv_adakv_params;
 
@@ -26,12 +54,13 @@ typedef struct {
  *   win    [H, Wp, N]  the trace's window rows (row r is query N - Wp + r)
  *   colsum [H, N]
  *   out    [KVH, P]
- *   tmp    scratch of 2*N doubles */
+ *   tmp    scratch of 3*N doubles */
 void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H, int KVH,
                      const kv_adakv_params *p, double *out, double *tmp);
 
 /* 1-D pooling along positions, stride 1, same length; the kernel window is
- * cut to [0, P) (avg divides by the number of valid positions). */
+ * cut to [0, P) (avg divides by the number of valid positions, avg-padded
+ * by the kernel). */
 void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out);
 
 /* Per-layer selection order, computed once and reused for every budget:
@@ -40,12 +69,20 @@ void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out);
  * Returns 0, or -1 when out of memory. */
 int kv_adakv_orders(const double *scores, int KVH, int P, int *head_order, int *all_order, kv_error *err);
 
+/* How one layer's prefix budget is split across its KV heads. */
+typedef struct {
+    kv_alloc alloc;
+    double alpha;           /* adaptive: safeguard share */
+    kv_safeguard safeguard; /* adaptive: which safeguard */
+    int window;             /* w, for the kvpress safeguard */
+} kv_split;
+
 /* Fills keep [KVH, P] (0/1) and counts [KVH] for per-head prefix budget b
- * (b >= P keeps everything). uniform: each head its top b; adaptive: each
- * head its top floor(alpha*b), then the KVH*b - KVH*floor(alpha*b)
- * remaining slots to the highest remaining scores of the layer. */
-void kv_adakv_select(kv_alloc alloc, const int *head_order, const int *all_order, int KVH, int P,
-                     int b, double alpha, uint8_t *keep, int *counts);
+ * (b >= P keeps everything). uniform: each head its top b; adaptive: as
+ * s->safeguard says (above); the layer keeps KVH*b prefix positions, except
+ * with blend. */
+void kv_adakv_select(const kv_split *s, const int *head_order, const int *all_order, int KVH, int P, int b,
+                     uint8_t *keep, int *counts);
 
 /* PyramidKV's per-layer prefix budget (Ada-KV's code, beta = 20) for prefix
  * budget b = B - w, model layer index layer of n_layers, prefix length P. */

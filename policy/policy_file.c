@@ -237,6 +237,8 @@ static kv_budget_file *budgets_from_json(const cJSON *root, const char *path, kv
     get_str(par, "trace", b->trace, sizeof b->trace);
     get_str(par, "scorer", b->scorer, sizeof b->scorer);
     get_str(par, "pool", b->pool, sizeof b->pool);
+    get_str(par, "safeguard", b->safeguard, sizeof b->safeguard);
+    get_str(par, "gqa_order", b->gqa_order, sizeof b->gqa_order);
     get_str(par, "eval", b->eval, sizeof b->eval);
     kv_error ignored; /* parameters are informative for the readers: optional */
     get_int(par, "kernel", &b->kernel, path, "parameters", &ignored);
@@ -435,6 +437,8 @@ int kv_budgets_write(FILE *fp, const kv_budget_file *b, kv_error *err) {
     cJSON_AddNumberToObject(par, "kernel", b->kernel);
     cJSON_AddNumberToObject(par, "obs_window", b->obs_window);
     cJSON_AddNumberToObject(par, "alpha", b->alpha);
+    cJSON_AddStringToObject(par, "safeguard", b->safeguard);
+    cJSON_AddStringToObject(par, "gqa_order", b->gqa_order);
     cJSON_AddStringToObject(par, "gqa", b->gqa_max ? "max" : "mean");
     cJSON_AddBoolToObject(par, "pyramid", b->pyramid);
     cJSON_AddStringToObject(par, "eval", b->eval);

@@ -127,6 +127,16 @@ compare("avgpool-future", t1,
         dict(thresholds=[0.9], budgets=[20, 30, 50], pool="avg", kernel=5, w=16, Q=8, use_pyramid=True))
 compare("nopool-alpha0-prompt", t1, ["-b", "40,64", "--pool", "none", "--alpha", "0", "--prompts", "p1"],
         dict(budgets=[40, 64], pool="none", alpha=0, prompts=["p1"]))
+# the published conventions (docs/analyzer.md, Conventions): kvpress's preset, the authors' code's, and
+# each option on its own over the defaults
+compare("preset-kvpress", t1, ["-t", "0.9", "-b", "70,80,100", "--preset", "kvpress", "--obs-window", "48"],
+        dict(thresholds=[0.9], budgets=[70, 80, 100], w=48, pool="avg-padded", kernel=5, gqa_order="pool-combine",
+             safeguard="kvpress"))
+compare("preset-adakv", t1, ["-t", "0.9", "-b", "40,64,90", "--preset", "adakv", "--alpha", "0.5"],
+        dict(thresholds=[0.9], budgets=[40, 64, 90], safeguard="blend", alpha=0.5))
+compare("safeguard-kvpress-gqa-max", t1, ["-b", "40,64", "--safeguard", "kvpress", "--alpha", "0.6", "--gqa", "max",
+                                          "--gqa-order", "pool-combine", "--pool", "avg-padded"],
+        dict(budgets=[40, 64], safeguard="kvpress", alpha=0.6, gqa="max", gqa_order="pool-combine", pool="avg-padded"))
 # the same numbers through HDF5's own reads (not the raw-chunk reader), and with
 # more threads than row blocks have work for
 os.environ["KV_READ_PLAIN"] = "1"

@@ -29,16 +29,16 @@ START_TEST(worked_example) {
     uint8_t keep[18];
     kv_error oerr;
     ck_assert_int_eq(kv_adakv_orders(w, 3, 6, ho, ao, &oerr), 0);
-    kv_adakv_select(KV_ALLOC_UNIFORM, ho, ao, 3, 6, 2, 0.0, keep, counts);
+    kv_adakv_select(&(kv_split){KV_ALLOC_UNIFORM, 0.0, KV_SAFEGUARD_PROTECT, 0}, ho, ao, 3, 6, 2, keep, counts);
     ck_assert_double_eq_tol(kept_mass(w, keep, 18), 2.26, 1e-12);
     ck_assert_int_eq(counts[0], 2);
-    kv_adakv_select(KV_ALLOC_ADAPTIVE, ho, ao, 3, 6, 2, 0.0, keep, counts);
+    kv_adakv_select(&(kv_split){KV_ALLOC_ADAPTIVE, 0.0, KV_SAFEGUARD_PROTECT, 0}, ho, ao, 3, 6, 2, keep, counts);
     ck_assert_double_eq_tol(kept_mass(w, keep, 18), 2.48, 1e-12);
     ck_assert_int_eq(counts[0], 4);
     ck_assert_int_eq(counts[1], 1);
     ck_assert_int_eq(counts[2], 1);
     /* alpha = 0.5: each head keeps floor(0.5*2) = 1 first, then 3 global slots */
-    kv_adakv_select(KV_ALLOC_ADAPTIVE, ho, ao, 3, 6, 2, 0.5, keep, counts);
+    kv_adakv_select(&(kv_split){KV_ALLOC_ADAPTIVE, 0.5, KV_SAFEGUARD_PROTECT, 0}, ho, ao, 3, 6, 2, keep, counts);
     ck_assert_int_eq(counts[0] + counts[1] + counts[2], 6);
     ck_assert_int_eq(counts[0], 4);
     ck_assert_double_eq_tol(kept_mass(w, keep, 18), 2.48, 1e-12);
@@ -55,10 +55,10 @@ START_TEST(ties_lower_head_then_position) {
     ck_assert_int_eq(ao[1], 4);     /* head 1 pos 0 */
     ck_assert_int_eq(ao[2], 1);     /* head 0 pos 1 */
     ck_assert_int_eq(ao[3], 2);     /* head 0 pos 2 */
-    kv_adakv_select(KV_ALLOC_ADAPTIVE, ho, ao, 2, 4, 2, 0.0, keep, counts);
+    kv_adakv_select(&(kv_split){KV_ALLOC_ADAPTIVE, 0.0, KV_SAFEGUARD_PROTECT, 0}, ho, ao, 2, 4, 2, keep, counts);
     ck_assert_int_eq(counts[0], 3); /* .5 .25 .25 of head 0 beat head 1's .25 */
     ck_assert_int_eq(counts[1], 1);
-    kv_adakv_select(KV_ALLOC_UNIFORM, ho, ao, 2, 4, 1, 0.0, keep, counts);
+    kv_adakv_select(&(kv_split){KV_ALLOC_UNIFORM, 0.0, KV_SAFEGUARD_PROTECT, 0}, ho, ao, 2, 4, 1, keep, counts);
     ck_assert(keep[0] && keep[4] && !keep[1]);
 }
 END_TEST
@@ -73,8 +73,48 @@ START_TEST(pooling) {
     ck_assert_double_eq_tol(out[0], 3.0, 1e-12); /* (1+5)/2: window cut to valid positions */
     ck_assert_double_eq_tol(out[2], 7.0 / 3, 1e-12);
     ck_assert_double_eq_tol(out[4], 1.5, 1e-12);
+    kv_pool1d(in, 5, KV_POOL_AVG_PADDED, 3, out);
+    ck_assert_double_eq_tol(out[0], 2.0, 1e-12); /* (0+1+5)/3: the zero padding counted, as avg_pool1d does */
+    ck_assert_double_eq_tol(out[2], 7.0 / 3, 1e-12);
+    ck_assert_double_eq_tol(out[4], 1.0, 1e-12);
     kv_pool1d(in, 5, KV_POOL_NONE, 7, out);
     ck_assert_double_eq(out[1], 5);
+}
+END_TEST
+
+/* The three safeguards on two KV heads, prefix budget b = 100 each, alpha
+ * 0.2, window 32 (docs/analyzer.md, Conventions). Head 0's scores are
+ * 1 - j/1000, head 1's start at s1: the layer's global top 200 is split
+ * (180, 20) with s1 = 0.8405, (200, 0) with s1 = 0.5. */
+static void split_of(double s1, kv_safeguard sg, int *counts) {
+    enum { P = 1000 };
+    static double sc[2 * P];
+    static int ho[2 * P], ao[2 * P];
+    static uint8_t keep[2 * P];
+    for (int j = 0; j < P; j++) sc[j] = 1 - j * 1e-3, sc[P + j] = s1 - j * 1e-3;
+    kv_error err;
+    ck_assert_int_eq(kv_adakv_orders(sc, 2, P, ho, ao, &err), 0);
+    kv_adakv_select(&(kv_split){KV_ALLOC_ADAPTIVE, 0.2, sg, 32}, ho, ao, 2, P, 100, keep, counts);
+    int kept[2] = {0, 0};
+    for (int j = 0; j < 2 * P; j++) kept[j / P] += keep[j];
+    ck_assert_int_eq(kept[0], counts[0]);
+    ck_assert_int_eq(kept[1], counts[1]);
+}
+
+START_TEST(safeguards) {
+    int c[2];
+    split_of(0.8405, KV_SAFEGUARD_PROTECT, c); /* 20 each protected, then 160 to head 0 */
+    ck_assert(c[0] == 180 && c[1] == 20);
+    split_of(0.8405, KV_SAFEGUARD_KVPRESS, c); /* n_safe = int(132 * 0.2) = 26 <= w: no prefix protected */
+    ck_assert(c[0] == 180 && c[1] == 20);
+    split_of(0.8405, KV_SAFEGUARD_BLEND, c); /* round(0.8 * (180, 20) + 20) */
+    ck_assert(c[0] == 164 && c[1] == 36);
+    split_of(0.5, KV_SAFEGUARD_PROTECT, c);
+    ck_assert(c[0] == 180 && c[1] == 20);
+    split_of(0.5, KV_SAFEGUARD_KVPRESS, c); /* the window took kvpress's safeguard: head 1 keeps only its window */
+    ck_assert(c[0] == 200 && c[1] == 0);
+    split_of(0.5, KV_SAFEGUARD_BLEND, c);
+    ck_assert(c[0] == 180 && c[1] == 20);
 }
 END_TEST
 
@@ -250,6 +290,7 @@ int main(void) {
     tcase_add_test(tc, worked_example);
     tcase_add_test(tc, ties_lower_head_then_position);
     tcase_add_test(tc, pooling);
+    tcase_add_test(tc, safeguards);
     tcase_add_test(tc, pyramid_schedule);
     tcase_add_test(tc, ceil_rounding);
     tcase_add_test(tc, fastgen_rungs);

@@ -95,12 +95,15 @@ def pool1d(s, pool, kernel):
     if pool == "none" or kernel <= 1:
         return s.copy()
     half = kernel // 2
+    if pool == "avg-padded":  # PyTorch's avg_pool1d: zero padding counted
+        pad = np.zeros(half)
+        return np.lib.stride_tricks.sliding_window_view(np.r_[pad, s, pad], kernel)[:P].sum(1) / kernel
     pad = np.full(half, -np.inf if pool == "max" else np.nan)
     win = np.lib.stride_tricks.sliding_window_view(np.r_[pad, s, pad], kernel)[:P]
     return win.max(1) if pool == "max" else np.nanmean(win, 1)
 
 
-def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max):
+def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order="combine-pool"):
     """win [H, Wp, N] -> [KVH, P] float64."""
     Wp = win.shape[1]
     Nc = N - Q
@@ -115,26 +118,45 @@ def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max):
                 s = win[h, Nc - w - r0:Nc - r0, :P].astype(np.float64).mean(0)
             else:
                 s = colsum[h, :P].astype(np.float64) - win[h, Nc - r0:N - r0, :P].astype(np.float64).sum(0)
+            if scorer == "snapkv" and gqa_order == "pool-combine":
+                s = pool1d(s, pool, kernel)
             per.append(s)
         per = np.array(per)
         comb = per.max(0) if gqa_max else per.mean(0)
-        out[g] = pool1d(comb, pool, kernel) if scorer == "snapkv" else comb
+        out[g] = pool1d(comb, pool, kernel) if scorer == "snapkv" and gqa_order == "combine-pool" else comb
     return out
 
 
-def select(sc, b, alloc, alpha):
-    """sc [KVH, P] -> keep [KVH, P] bool."""
+def select(sc, b, alloc, alpha, safeguard="protect", w=0):
+    """sc [KVH, P] -> keep [KVH, P] bool. Safeguards (docs/analyzer.md, "Conventions"):
+    protect, kvpress (kvpress 0.5.5 AdaKVPress), blend (FFY0/AdaKV update_kv)."""
     KVH, P = sc.shape
     keep = np.zeros((KVH, P), dtype=bool)
     pos = np.arange(P)
-    first = b if alloc == "uniform" else int(math.floor(alpha * b + 1e-12))
+    hh, jj = np.meshgrid(np.arange(KVH), pos, indexing="ij")
+    global_order = np.lexsort((jj.ravel(), hh.ravel(), -sc.ravel()))
+    if alloc == "adaptive" and safeguard == "blend":
+        c = np.bincount(global_order[:KVH * min(b, P)] // P, minlength=KVH)
+        f = int(b * alpha)
+        cap = np.rint(c.astype(np.float32) * np.float32(1.0 - alpha) + np.float32(f)).astype(int)
+        for g in range(KVH):
+            order = np.lexsort((pos, -sc[g]))
+            keep[g, order[:min(max(cap[g], 0), P)]] = True
+        return keep
+    if alloc == "uniform":
+        first = b
+    elif safeguard == "kvpress":
+        n_safe = int((b + w) * alpha)
+        n_safe = max(1, n_safe) if alpha > 0 else n_safe
+        first = max(0, n_safe - w)
+    else:
+        first = int(math.floor(alpha * b + 1e-12))
     for g in range(KVH):
         order = np.lexsort((pos, -sc[g]))
         keep[g, order[:min(first, P)]] = True
     if alloc == "adaptive":
-        rest = KVH * b - KVH * int(math.floor(alpha * b + 1e-12))
-        hh, jj = np.meshgrid(np.arange(KVH), pos, indexing="ij")
-        order = np.lexsort((jj.ravel(), hh.ravel(), -sc.ravel()))
+        rest = KVH * b - KVH * min(first, b)
+        order = global_order
         flat = keep.ravel()
         free = order[~flat[order]]
         flat[free[:max(rest, 0)]] = True
@@ -201,7 +223,8 @@ def concentration(rows, N):
 
 
 def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budgets=(64, 128, 256, 512, 1024),
-            scorer="snapkv", w=32, pool="max", kernel=7, alpha=0.2, use_pyramid=False, Q=0, prompts=None):
+            scorer="snapkv", w=32, pool="max", kernel=7, alpha=0.2, use_pyramid=False, Q=0, prompts=None,
+            safeguard="protect", gqa_order="combine-pool"):
     gqa_max = gqa == "max"
     res = {"fastgen": [], "loss": [], "budgets": [], "concentration": []}
     with h5py.File(path, "r") as f:
@@ -248,13 +271,13 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
                 wo = m["wo"][li]
                 Nc = N - Q
                 P = Nc - w
-                sc = scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max) if P > 0 else None
+                sc = scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order) if P > 0 else None
                 ctx = loss_ctx(win, values, wo, N, H, KVH, w, Q)
                 for alloc in ("uniform", "adaptive"):
                     for B in budgets:
                         b = B - w
                         bl = pyramid(b, layer, n_layers, P) if use_pyramid else b
-                        keep = None if bl >= P else select(sc, bl, alloc, alpha)
+                        keep = None if bl >= P else select(sc, bl, alloc, alpha, safeguard, w)
                         bd, bph, l1, rel, km = loss(ctx, keep)
                         res["loss"].append(dict(prompt=pid, layer=layer, scorer=scorer, allocation=alloc,
                                                 pyramid=int(use_pyramid), budget=B,
