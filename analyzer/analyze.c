@@ -15,9 +15,9 @@
 #include "policy/gqa.h"
 #include "policy/policy_file.h"
 
-enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_N };
+enum { OUT_FASTGEN, OUT_LOSS, OUT_BUDGETS_CSV, OUT_CONC, OUT_POLICIES, OUT_BUDGETS_JSON, OUT_KEPT, OUT_N };
 static const char *const out_names[OUT_N] = {"fastgen_heads.csv", "eviction_loss.csv", "budgets.csv",
-                                             "concentration.csv", "policies.json", "budgets.json"};
+                                             "concentration.csv", "policies.json", "budgets.json", "kept.jsonl"};
 
 static const char *const alloc_name[] = {"uniform", "adaptive"};
 
@@ -274,6 +274,40 @@ static int fastgen_layer(kv_run *R, const kv_prompt *p, int li, rows_source src,
 
 /* ------------------------------------------------------------- Ada-KV */
 
+/* kept.jsonl (--kept): one line per prompt, layer, allocation and budget with
+ * each KV head's kept prefix positions, ascending (the observation window
+ * [P, P + w) is kept as well). keep [KVH, P], NULL: everything kept. */
+static int write_kept(kv_run *R, const char *prompt, int layer, int adaptive, int B, int b, int P, const uint8_t *keep,
+                      kv_error *err) {
+    int KVH = R->t->n_kv_heads;
+    int *pos = kv_malloc((size_t)(P > 0 ? P : 1) * sizeof *pos, err);
+    cJSON *o = cJSON_CreateObject(), *heads = o ? cJSON_AddArrayToObject(o, "kv_heads") : NULL;
+    int bad = !pos || !heads;
+    for (int g = 0; !bad && g < KVH; g++) {
+        int n = 0;
+        for (int j = 0; j < P; j++)
+            if (!keep || keep[(size_t)g * P + j]) pos[n++] = j;
+        cJSON *a = cJSON_CreateIntArray(pos, n);
+        bad = !a || !cJSON_AddItemToArray(heads, a);
+    }
+    char *line = NULL;
+    if (!bad) {
+        cJSON_AddStringToObject(o, "prompt", prompt);
+        cJSON_AddNumberToObject(o, "layer", layer);
+        cJSON_AddStringToObject(o, "allocation", adaptive ? "adaptive" : "uniform");
+        cJSON_AddNumberToObject(o, "budget", B);
+        cJSON_AddNumberToObject(o, "prefix_budget", b);
+        cJSON_AddNumberToObject(o, "window_start", P);
+        line = cJSON_PrintUnformatted(o);
+        bad = !line || cJSON_GetArraySize(heads) != KVH;
+    }
+    if (!bad) bad = fputs(line, R->out.f[OUT_KEPT].fp) < 0 || fputc('\n', R->out.f[OUT_KEPT].fp) == EOF;
+    cJSON_free(line);
+    cJSON_Delete(o);
+    free(pos);
+    return bad ? kv_fail(err, "cannot write kept.jsonl (out of memory or disk full)") : 0;
+}
+
 static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     const kv_trace *t = R->t;
     const kv_analyze_opts *o = R->o;
@@ -307,6 +341,10 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
                 kv_split split = {al ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, ap->alpha, ap->safeguard, w};
                 kv_adakv_select(&split, R->head_order, R->all_order, KVH, P, bl, R->keep, R->counts);
                 kv_loss_eval(&lc, R->keep, &loss);
+            }
+            if (o->kept && write_kept(R, p->id, layer, al, B, bl, P, bl >= P ? NULL : R->keep, err)) {
+                kv_loss_ctx_free(&lc);
+                return -1;
             }
             fprintf(R->out.f[OUT_LOSS].fp, "%s,%d,%s,%s,%d,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n", p->id, layer,
                     kv_scorer_names[ap->scorer], alloc_name[al], o->pyramid, B, evalname, loss.bound,
@@ -666,7 +704,7 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
     if (!a->rec_sum || !a->rec_min || !a->kept_sum || !a->share || !kept_total) goto done;
     for (size_t k = 0; k < nrec; k++) a->rec_min[k] = INFINITY;
 
-    if (kv_outset_begin(&R.out, o->outdir, out_names, OUT_N, o->force, err)) goto done;
+    if (kv_outset_begin(&R.out, o->outdir, out_names, o->kept ? OUT_N : OUT_KEPT, o->force, err)) goto done;
     fprintf(R.out.f[OUT_FASTGEN].fp,
             "prompt,layer,head,head_kind,rows,threshold,policy,kept_fraction,rec_special,rec_punct,rec_frequent,rec_local,rec_full\n");
     fprintf(R.out.f[OUT_LOSS].fp,

@@ -25,6 +25,7 @@ typedef struct {
     int n_budgets;
     kv_adakv_params ada;
     int pyramid;
+    int kept;          /* --kept: also write kept.jsonl, every selection's kept positions */
     char **prompts; /* selected ids, NULL = all */
     int n_prompts;
     int force;

@@ -54,6 +54,7 @@ static void usage(FILE *fp) {
             "                          with it override it\n"
             "      --pyramid           PyramidKV per-layer budgets (beta = 20)\n"
             "      --eval window|future:Q  evaluation rows (default window)\n"
+            "      --kept              also write kept.jsonl: every selection's kept positions per KV head\n"
             "Input and run:\n"
             "      --prompts ID,...    only these prompts (default all)\n"
             "      --threads N         worker threads (default: all cores)\n"
@@ -109,7 +110,7 @@ int main(int argc, char **argv) {
     char *parts[KV_MAX_LIST];
 
     enum { O_RL = 256, O_RF, O_GQA, O_AGG, O_SKIP, O_SCORER, O_OBS, O_POOL, O_KERNEL, O_ALPHA, O_PYR, O_EVAL,
-           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK, O_MAXMEM, O_SAFEGUARD, O_GQA_ORDER, O_PRESET };
+           O_PROMPTS, O_THREADS, O_FORCE, O_TIMINGS, O_CHECK, O_MAXMEM, O_SAFEGUARD, O_GQA_ORDER, O_PRESET, O_KEPT };
     static const struct option lo[] = {
         {"outdir", required_argument, 0, 'o'},   {"threshold", required_argument, 0, 't'},
         {"r-local", required_argument, 0, O_RL}, {"r-frequent", required_argument, 0, O_RF},
@@ -122,7 +123,7 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
         {"check", no_argument, 0, O_CHECK},       {"max-memory", required_argument, 0, O_MAXMEM},
         {"safeguard", required_argument, 0, O_SAFEGUARD}, {"gqa-order", required_argument, 0, O_GQA_ORDER},
-        {"preset", required_argument, 0, O_PRESET},
+        {"preset", required_argument, 0, O_PRESET}, {"kept", no_argument, 0, O_KEPT},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     /* a preset first, wherever it is given: the options given with it override it */
@@ -197,6 +198,7 @@ int main(int argc, char **argv) {
                 return fail("--obs-window: '%s' is not a positive integer", optarg);
             break;
         case O_PRESET: break; /* applied before the loop */
+        case O_KEPT: o.kept = 1; break;
         case O_POOL: {
             int k = kv_name_index(kv_pool_names, KV_N_POOLS, optarg);
             if (k < 0) return fail("--pool: expected max, avg, avg-padded or none, got '%s'", optarg);

@@ -1,0 +1,137 @@
+"""NVIDIA kvpress (the pinned 0.5.5) as a peer of kvanalyze's Ada-KV selection
+(docs/analyzer.md, "Conventions"): on a small random GQA Llama that
+transformers builds, the positions each layer's KV heads keep
+
+- under kvpress's SnapKVPress equal kvanalyze's uniform selection with
+  `--preset kvpress`, and
+- under kvpress's AdaKVPress(SnapKVPress) equal kvanalyze's adaptive
+  selection with `--preset kvpress` (its safeguard, which the observation
+  window takes first),
+
+at compression ratios whose kept count n_kept = int(N·(1 − cr)) is kvanalyze's
+budget B. kvpress's own choice is read from what its press returns (the
+gathered keys, matched back to their positions) or records
+(`masked_key_indices`), not recomputed here. Positions whose scores tie
+(within 1e-6 relative, where float32 summation order decides) are named and
+not counted as disagreements.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+from harness import Checks, run, tool  # noqa: E402
+
+import kvpress  # noqa: E402
+from kvpress import AdaKVPress, SnapKVPress  # noqa: E402
+
+c = Checks("kvpress_peer")
+c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
+c.check("kvpress is the pinned 0.5.5", kvpress.__version__ == "0.5.5" if hasattr(kvpress, "__version__")
+        else __import__("importlib.metadata").metadata.version("kvpress") == "0.5.5")
+torch.manual_seed(0)
+torch.set_num_threads(2)
+N, W = 200, 64
+cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, vocab_size=101, max_position_embeddings=512,
+                  rope_theta=10000.0, tie_word_embeddings=False)
+model = LlamaForCausalLM(cfg).eval()
+with torch.no_grad():  # sharper attention than the default init, so that scores rarely tie
+    for layer in model.model.layers:
+        layer.self_attn.q_proj.weight.mul_(8)
+        layer.self_attn.k_proj.weight.mul_(8)
+d = os.path.join(c.tmp.name, "model")
+model.save_pretrained(d, safe_serialization=True)
+ids = np.random.default_rng(5).integers(0, 101, N).tolist()
+pfile = os.path.join(c.tmp.name, "p.jsonl")
+with open(pfile, "w") as f:
+    f.write(json.dumps({"id": "p", "input_ids": ids}) + "\n")
+trace, out = os.path.join(c.tmp.name, "t.h5"), os.path.join(c.tmp.name, "res")
+r = run([tool("kvtrace"), "--model", d, "--prompts", pfile, "-o", trace, "--window", str(W)])
+budgets = {0.5: 100, 0.25: 150}   # cr -> n_kept = int(N * (1 - cr)), exact in double
+c.check("int(N * (1 - cr)) is the budget", all(int(N * (1 - cr)) == b for cr, b in budgets.items()))
+ALPHAS = (0.2, 0.9)   # kvpress's default, and one where its safeguard protects prefix positions (n_safe > w)
+ours = {}
+for alpha in ALPHAS:
+    res = f"{out}-{alpha}"
+    r2 = run([tool("kvanalyze"), trace, "-o", res, "--preset", "kvpress", "--alpha", str(alpha), "--kept", "-t",
+              "0.9", "-b", ",".join(str(b) for b in budgets.values())]) if r.returncode == 0 else r
+    if not c.check(f"kvtrace and kvanalyze --preset kvpress --alpha {alpha} --kept run",
+                   r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr):
+        c.finish()
+    with open(os.path.join(res, "kept.jsonl")) as f:
+        for line in f:
+            e = json.loads(line)
+            P = e["window_start"]
+            ours[(alpha, e["allocation"], e["budget"], e["layer"])] = [set(h) | set(range(P, N))
+                                                                      for h in e["kv_heads"]]
+
+peer = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
+
+
+def kvpress_kept(press, inner):
+    """Runs the prompt under press; returns {layer: [set of kept positions per KV head]} and the scores
+    kvpress ranked, {layer: [KVH, N]}."""
+    kept, scores = {}, {}
+    orig = press.compress
+
+    def compress(module, hidden_states, keys, values, attentions, kwargs):
+        scores[module.layer_idx] = inner.score(module, hidden_states, keys, values, attentions, kwargs)[0].float()
+        k2, v2 = orig(module, hidden_states, keys, values, attentions, kwargs)
+        if getattr(module, "masked_key_indices", None) is not None:  # AdaKVPress: evicted (batch, head, pos)
+            _, hh, pp = module.masked_key_indices
+            sets = [set(range(N)) for _ in range(keys.shape[1])]
+            for h, p in zip(hh.tolist(), pp.tolist()):
+                sets[h].discard(p)
+        else:  # ScorerPress: the gathered keys, matched back to their positions
+            sets = []
+            for h in range(keys.shape[1]):
+                where = {tuple(keys[0, h, j].tolist()): j for j in range(keys.shape[2])}
+                sets.append({where[tuple(k.tolist())] for k in k2[0, h]})
+        kept[module.layer_idx] = sets
+        return k2, v2
+
+    press.compress = compress
+    with torch.no_grad(), press(peer):
+        peer(torch.tensor([ids]))
+    return kept, scores
+
+
+def compare(label, theirs, scores, mine):
+    disagree, ties = [], []
+    for layer, sets in sorted(theirs.items()):
+        for h, (a, b) in enumerate(zip(sets, mine[layer])):
+            only_a, only_b = a - b, b - a
+            if not only_a and not only_b:
+                continue
+            s = scores[layer][h]
+            gap = abs(float(max(s[j] for j in only_b)) - float(min(s[j] for j in only_a))) if only_a and only_b \
+                else float("inf")
+            (ties if gap <= 1e-6 * float(s.abs().max()) else disagree).append((layer, h, sorted(only_a),
+                                                                               sorted(only_b)))
+    c.check(f"{label}: every layer and KV head keeps the same positions"
+            + (f" (ties named: {ties})" if ties else ""), not disagree, str(disagree[:2]))
+    return len(disagree)
+
+
+for cr, B in budgets.items():
+    snap = SnapKVPress(compression_ratio=cr)
+    theirs, scores = kvpress_kept(snap, snap)
+    c.check(f"SnapKVPress cr {cr}: kvpress kept {B} per KV head",
+            all(len(s) == B for sets in theirs.values() for s in sets))
+    compare(f"SnapKVPress cr {cr} = kvanalyze uniform B {B}", theirs, scores,
+            {layer: ours[(ALPHAS[0], "uniform", B, layer)] for layer in theirs})
+    for alpha in ALPHAS:
+        inner = SnapKVPress(compression_ratio=cr)
+        ada = AdaKVPress(press=inner, alpha_safeguard=alpha)
+        theirs, scores = kvpress_kept(ada, inner)
+        c.check(f"AdaKVPress cr {cr} alpha {alpha}: the layer keeps 2 x {B}",
+                all(sum(map(len, sets)) == 2 * B for sets in theirs.values()))
+        compare(f"AdaKVPress(SnapKVPress) cr {cr} alpha {alpha} = kvanalyze adaptive B {B}", theirs, scores,
+                {layer: ours[(alpha, "adaptive", B, layer)] for layer in theirs})
+c.finish()
