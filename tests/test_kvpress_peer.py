@@ -22,10 +22,11 @@ import sys
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 from harness import Checks, run, tool  # noqa: E402
+import kvpress_model  # noqa: E402
 
 import kvpress  # noqa: E402
 from kvpress import AdaKVPress, SnapKVPress  # noqa: E402
@@ -34,19 +35,10 @@ c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
 c.check("kvpress is the pinned 0.5.5", kvpress.__version__ == "0.5.5" if hasattr(kvpress, "__version__")
         else __import__("importlib.metadata").metadata.version("kvpress") == "0.5.5")
-torch.manual_seed(0)
 torch.set_num_threads(2)
 N, W = 200, 64
-cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, vocab_size=101, max_position_embeddings=512,
-                  rope_theta=10000.0, tie_word_embeddings=False)
-model = LlamaForCausalLM(cfg).eval()
-with torch.no_grad():  # sharper attention than the default init, so that scores rarely tie
-    for layer in model.model.layers:
-        layer.self_attn.q_proj.weight.mul_(8)
-        layer.self_attn.k_proj.weight.mul_(8)
 d = os.path.join(c.tmp.name, "model")
-model.save_pretrained(d, safe_serialization=True)
+kvpress_model.build(d)
 ids = np.random.default_rng(5).integers(0, 101, N).tolist()
 pfile = os.path.join(c.tmp.name, "p.jsonl")
 with open(pfile, "w") as f:

@@ -1,0 +1,19 @@
+"""The small random GQA Llama the kvpress tests share: built by transformers
+itself, q/k projections scaled up so that attention is sharp and SnapKV's
+scores rarely tie, saved as a safetensors checkpoint kvtrace reads."""
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def build(outdir, seed=0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, vocab_size=101, max_position_embeddings=512,
+                      rope_theta=10000.0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8)
+            layer.self_attn.k_proj.weight.mul_(8)
+    model.save_pretrained(outdir, safe_serialization=True)
+    return cfg

@@ -1,0 +1,119 @@
+"""The Python package in python/ (docs/python.md), installed with pip from the
+checkout into a scratch directory and used as a researcher would:
+- kvtrace.load_trace reads every dataset of a trace into numpy in one call
+  (the same arrays h5py reads), and Trace.frame gives the long pandas table;
+- kvtrace.budgets_press turns kvanalyze's budgets.json into a kvpress press:
+  under it, transformers runs the model with, in every layer and KV head,
+  exactly the entries kvanalyze's adaptive split kept (its kept.jsonl, with
+  --preset kvpress, on the one prompt the budgets come from), and
+  model.generate runs under it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+from harness import ROOT, Checks, run, tool  # noqa: E402
+import kvpress_model  # noqa: E402
+
+c = Checks("python_bridge")
+target, src = os.path.join(c.tmp.name, "site"), os.path.join(c.tmp.name, "src")
+shutil.copytree(os.path.join(ROOT, "python"), src)  # pip builds in its source: leave the checkout as it is
+r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", target, src], capture_output=True, text=True)
+if not c.check("pip installs python/ from the checkout", r.returncode == 0, r.stderr[-500:]):
+    c.finish()
+sys.path.insert(0, target)
+import kvtrace  # noqa: E402
+
+c.check("the installed package is the one imported", kvtrace.__file__.startswith(target), kvtrace.__file__)
+torch.set_num_threads(2)
+N, B = 180, 100
+d = os.path.join(c.tmp.name, "model")
+kvpress_model.build(d, seed=1)
+ids = np.random.default_rng(9).integers(0, 101, N).tolist()
+pfile = os.path.join(c.tmp.name, "p.jsonl")
+with open(pfile, "w") as f:
+    f.write(json.dumps({"id": "p", "input_ids": ids}) + "\n")
+trace, res = os.path.join(c.tmp.name, "t.h5"), os.path.join(c.tmp.name, "res")
+r1 = run([tool("kvtrace"), "--model", d, "--prompts", pfile, "-o", trace, "--window", "64"])
+r2 = run([tool("kvanalyze"), trace, "-o", res, "--preset", "kvpress", "--kept", "-t", "0.9", "-b", str(B)]) \
+    if r1.returncode == 0 else r1
+if not c.check("kvtrace and kvanalyze run", r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr):
+    c.finish()
+
+# the trace in one call
+t = kvtrace.load_trace(trace)
+p = t.prompts["p"]
+with h5py.File(trace, "r") as f:
+    g = f["prompts/p"]
+    c.check("load_trace: every dataset as h5py reads it",
+            all(np.array_equal(p.data[k], g[k][:]) for k in ("tokens", "flags", "colsum", "window", "nearsum",
+                                                             "values", "last_logits")))
+    c.check("load_trace: /model", np.array_equal(t.layers, f["model/layers"][:])
+            and np.array_equal(t.model["wo"], f["model/wo"][:]) and t.model["n_kv_heads"] == 2)
+df = t.frame("colsum")
+L, H = p.colsum.shape[:2]
+c.check("frame('colsum'): one row per layer, head and position, the same values",
+        len(df) == L * H * N and np.allclose(df["value"].to_numpy(), p.colsum.ravel()), str(df.shape))
+bad = os.path.join(c.tmp.name, "bad.h5")
+with h5py.File(bad, "w") as f:
+    f.attrs["format"] = "other"
+try:
+    kvtrace.load_trace(bad)
+    c.check("load_trace refuses a file that is not a trace", False)
+except ValueError as e:
+    c.check("load_trace refuses a file that is not a trace", "not a kvtrace trace" in str(e), str(e))
+
+# budgets.json in transformers through kvpress
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+budgets, params = kvtrace.load_budgets(os.path.join(res, "budgets.json"), B)
+c.check("load_budgets: one list of KV-head budgets per layer", sorted(budgets) == [0, 1]
+        and all(len(v) == 2 for v in budgets.values()) and params["safeguard"] == "kvpress", str(budgets))
+kept = {}
+with open(os.path.join(res, "kept.jsonl")) as f:
+    for line in f:
+        e = json.loads(line)
+        if e["allocation"] == "adaptive":
+            kept[e["layer"]] = [set(h) | set(range(e["window_start"], N)) for h in e["kv_heads"]]
+model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
+press = kvtrace.budgets_press(os.path.join(res, "budgets.json"), B)
+seen = {}
+orig = press.compress
+
+
+def compress(module, *args):
+    out = orig(module, *args)
+    _, hh, pp = module.masked_key_indices
+    sets = [set(range(N)) for _ in range(2)]
+    for h, q in zip(hh.tolist(), pp.tolist()):
+        sets[h].discard(q)
+    seen[module.layer_idx] = sets
+    return out
+
+
+press.compress = compress
+with torch.no_grad(), press(model):
+    model(torch.tensor([ids]))
+c.check("budgets_press: every layer and KV head keeps its budgets.json count",
+        all(len(seen[lay][g]) == budgets[lay][g] for lay in budgets for g in range(2)),
+        str({lay: [len(s) for s in seen[lay]] for lay in seen}))
+c.check("budgets_press: the same positions as kvanalyze's adaptive split (kept.jsonl)",
+        all(seen[lay] == kept[lay] for lay in kept), "")
+press.compress = orig
+with torch.no_grad(), press(model):
+    out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
+c.check("model.generate runs under the press", out.shape == (1, N + 4), str(out.shape))
+try:
+    kvtrace.load_budgets(os.path.join(res, "budgets.json"), 77)
+    c.check("load_budgets names the budgets it has", False)
+except ValueError as e:
+    c.check("load_budgets names the budgets it has", "no budget 77 (it has 100)" in str(e), str(e))
+c.finish()
