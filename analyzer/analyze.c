@@ -665,10 +665,10 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
         kv_prompt *p = kv_prompt_open(t, ids[i], err);
         if (!p) goto done;
         rows_source src;
-        int bad = rows_source_of(t, p, o, &src, err);
-        if (bad) {
-        } else if (!p->has_values) bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
-        else if (p->window_rows < w + Q) {
+        int bad = rows_source_of(t, p, o, &src, err); /* what FastGen can answer without maps */
+        if (!bad && !p->has_values)
+            bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
+        else if (!bad && p->window_rows < w + Q) {
             if (Q)
                 bad = kv_fail(err, "%s: /prompts/%s: --eval future:%d with --obs-window %d needs %d window rows, the trace has %d",
                               o->trace_path, p->id, Q, w, w + Q, p->window_rows);
