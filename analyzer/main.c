@@ -38,7 +38,8 @@ static void usage(FILE *fp) {
             "      --gqa mean|max      combine the query heads of a KV group (default mean)\n"
             "Ada-KV:\n"
             "  -b, --budgets B[,B..]   entries per KV head, window included (default 64,128,256,512,1024)\n"
-            "      --scorer snapkv|h2o score used to rank positions (default snapkv)\n"
+            "      --scorer snapkv|h2o|tova|streaming  score used to rank positions (default snapkv;\n"
+            "                          tova: kvpress's TOVAPress, with --obs-window 1)\n"
             "      --obs-window W      observation window w (default 32)\n"
             "      --pool max|avg|avg-padded|none  pooling of snapkv scores (default max; avg divides edge\n"
             "                          windows by the positions inside, avg-padded by the kernel, as PyTorch)\n"
@@ -189,10 +190,12 @@ int main(int argc, char **argv) {
             break;
         }
         case O_SCORER:
-            if (!strcmp(optarg, "snapkv")) o.ada.scorer = KV_SCORER_SNAPKV;
-            else if (!strcmp(optarg, "h2o")) o.ada.scorer = KV_SCORER_H2O;
-            else return fail("--scorer: expected snapkv or h2o, got '%s'", optarg);
+        {
+            int k = kv_name_index(kv_scorer_names, KV_N_SCORERS, optarg);
+            if (k < 0) return fail("--scorer: expected snapkv, h2o, tova or streaming, got '%s'", optarg);
+            o.ada.scorer = (kv_scorer)k;
             break;
+        }
         case O_OBS:
             if (parse_int(optarg, &o.ada.obs_window) || o.ada.obs_window < 1)
                 return fail("--obs-window: '%s' is not a positive integer", optarg);

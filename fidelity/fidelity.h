@@ -14,7 +14,7 @@
 #include "model/model.h"
 #include "policy/policy_file.h" /* KV_COMP_* */
 
-#define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
+#include "policy/adakv.h" /* KV_STREAMING_SINKS */
 
 typedef enum { KV_SPEC_FULL, KV_SPEC_STREAMING, KV_SPEC_ADAKV, KV_SPEC_FASTGEN } kv_spec_kind;
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o"};
+const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "streaming"};
 const char *const kv_pool_names[KV_N_POOLS] = {"max", "avg", "none", "avg-padded"};
 const char *const kv_safeguard_names[KV_N_SAFEGUARDS] = {"protect", "kvpress", "blend"};
 const char *const kv_gqa_order_names[KV_N_GQA_ORDERS] = {"combine-pool", "pool-combine"};
@@ -41,6 +41,18 @@ void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H
     int wrow0 = N - Wp; /* query position of window row 0 */
     if (P <= 0) return;
     double *s = tmp, *comb = tmp + N, *pooled = tmp + 2 * (size_t)N;
+    if (p->scorer == KV_SCORER_TOVA || p->scorer == KV_SCORER_STREAMING) { /* one row of scores for every KV head */
+        for (int j = 0; j < P; j++) s[j] = 0;
+        if (p->scorer == KV_SCORER_TOVA)
+            for (int h = 0; h < H; h++) {
+                const float *a = win + ((size_t)h * Wp + (Nc - 1 - wrow0)) * N;
+                for (int j = 0; j < P; j++) s[j] += (double)a[j] / H;
+            }
+        else
+            for (int j = 0; j < P; j++) s[j] = j < KV_STREAMING_SINKS ? 2.0 : (double)j / P;
+        for (int g = 0; g < KVH; g++) memcpy(out + (size_t)g * P, s, (size_t)P * sizeof *s);
+        return;
+    }
     for (int g = 0; g < KVH; g++) {
         for (int j = 0; j < P; j++) comb[j] = p->gqa_max ? -INFINITY : 0.0;
         for (int h = g * G; h < (g + 1) * G; h++) {

@@ -8,7 +8,13 @@
 #include "common/error.h"
 
 /* Each option's names, once (docs/analyzer.md, "Conventions"). */
-typedef enum { KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_N_SCORERS } kv_scorer;
+/* snapkv: the observation window's mean attention (pooled); h2o: colsum;
+ * tova: the last context row's attention, averaged over ALL query heads and
+ * the same for every KV head (kvpress's TOVAPress; use --obs-window 1);
+ * streaming: the first KV_STREAMING_SINKS positions, then the most recent
+ * (StreamingLLM; kvpress's StreamingLLMPress) */
+typedef enum { KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_SCORER_TOVA, KV_SCORER_STREAMING, KV_N_SCORERS } kv_scorer;
+#define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
 /* avg: divided by the positions inside the prompt; avg-padded: the zero
  * padding counted, always divided by the kernel (PyTorch's avg_pool1d, kvpress) */
 typedef enum { KV_POOL_MAX, KV_POOL_AVG, KV_POOL_NONE, KV_POOL_AVG_PADDED, KV_N_POOLS } kv_pool;
@@ -30,7 +36,7 @@ typedef enum { KV_SAFEGUARD_PROTECT, KV_SAFEGUARD_KVPRESS, KV_SAFEGUARD_BLEND, K
  * query head, then combine (kvpress) */
 typedef enum { KV_GQA_COMBINE_POOL, KV_GQA_POOL_COMBINE, KV_N_GQA_ORDERS } kv_gqa_order;
 
-extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o */
+extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming */
 extern const char *const kv_pool_names[KV_N_POOLS];          /* max, avg, none, avg-padded */
 extern const char *const kv_safeguard_names[KV_N_SAFEGUARDS];/* protect, kvpress, blend */
 extern const char *const kv_gqa_order_names[KV_N_GQA_ORDERS];/* combine-pool, pool-combine */

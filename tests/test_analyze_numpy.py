@@ -137,6 +137,10 @@ compare("preset-adakv", t1, ["-t", "0.9", "-b", "40,64,90", "--preset", "adakv",
 compare("safeguard-kvpress-gqa-max", t1, ["-b", "40,64", "--safeguard", "kvpress", "--alpha", "0.6", "--gqa", "max",
                                           "--gqa-order", "pool-combine", "--pool", "avg-padded"],
         dict(budgets=[40, 64], safeguard="kvpress", alpha=0.6, gqa="max", gqa_order="pool-combine", pool="avg-padded"))
+compare("tova", t1, ["-b", "20,40", "--scorer", "tova", "--obs-window", "1"],
+        dict(budgets=[20, 40], scorer="tova", w=1))
+compare("streaming", t1, ["-b", "30,50", "--scorer", "streaming", "--obs-window", "16"],
+        dict(budgets=[30, 50], scorer="streaming", w=16))
 # the same numbers through HDF5's own reads (not the raw-chunk reader), and with
 # more threads than row blocks have work for
 os.environ["KV_READ_PLAIN"] = "1"

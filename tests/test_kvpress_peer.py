@@ -4,6 +4,8 @@ transformers builds, the positions each layer's KV heads keep
 
 - under kvpress's SnapKVPress equal kvanalyze's uniform selection with
   `--preset kvpress`, and
+- under kvpress's TOVAPress and StreamingLLMPress equal kvanalyze's uniform
+  selection with `--scorer tova --obs-window 1` and `--scorer streaming`,
 - under kvpress's AdaKVPress(SnapKVPress) equal kvanalyze's adaptive
   selection with `--preset kvpress` (its safeguard, which the observation
   window takes first),
@@ -29,7 +31,7 @@ from harness import Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
 
 import kvpress  # noqa: E402
-from kvpress import AdaKVPress, SnapKVPress  # noqa: E402
+from kvpress import AdaKVPress, SnapKVPress, StreamingLLMPress, TOVAPress  # noqa: E402
 
 c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
@@ -48,12 +50,15 @@ r = run([tool("kvtrace"), "--model", d, "--prompts", pfile, "-o", trace, "--wind
 budgets = {0.5: 100, 0.25: 150}   # cr -> n_kept = int(N * (1 - cr)), exact in double
 c.check("int(N * (1 - cr)) is the budget", all(int(N * (1 - cr)) == b for cr, b in budgets.items()))
 ALPHAS = (0.2, 0.9)   # kvpress's default, and one where its safeguard protects prefix positions (n_safe > w)
+RUNS = {alpha: ["--preset", "kvpress", "--alpha", str(alpha)] for alpha in ALPHAS}
+RUNS["tova"] = ["--scorer", "tova", "--obs-window", "1"]           # TOVAPress: the last token is its window
+RUNS["streaming"] = ["--scorer", "streaming", "--obs-window", "16"]  # sinks + the most recent positions
 ours = {}
-for alpha in ALPHAS:
+for alpha, opts in RUNS.items():
     res = f"{out}-{alpha}"
-    r2 = run([tool("kvanalyze"), trace, "-o", res, "--preset", "kvpress", "--alpha", str(alpha), "--kept", "-t",
-              "0.9", "-b", ",".join(str(b) for b in budgets.values())]) if r.returncode == 0 else r
-    if not c.check(f"kvtrace and kvanalyze --preset kvpress --alpha {alpha} --kept run",
+    r2 = run([tool("kvanalyze"), trace, "-o", res, "--kept", "-t", "0.9", *opts,
+              "-b", ",".join(str(b) for b in budgets.values())]) if r.returncode == 0 else r
+    if not c.check(f"kvtrace and kvanalyze {' '.join(opts)} --kept run",
                    r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr):
         c.finish()
     with open(os.path.join(res, "kept.jsonl")) as f:
@@ -118,6 +123,10 @@ for cr, B in budgets.items():
             all(len(s) == B for sets in theirs.values() for s in sets))
     compare(f"SnapKVPress cr {cr} = kvanalyze uniform B {B}", theirs, scores,
             {layer: ours[(ALPHAS[0], "uniform", B, layer)] for layer in theirs})
+    for name, press in (("tova", TOVAPress(compression_ratio=cr)), ("streaming", StreamingLLMPress(compression_ratio=cr))):
+        theirs, scores = kvpress_kept(press, press)
+        compare(f"{type(press).__name__} cr {cr} = kvanalyze --scorer {name} uniform B {B}", theirs, scores,
+                {layer: ours[(name, "uniform", B, layer)] for layer in theirs})
     for alpha in ALPHAS:
         inner = SnapKVPress(compression_ratio=cr)
         ada = AdaKVPress(press=inner, alpha_safeguard=alpha)
