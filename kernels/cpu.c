@@ -17,15 +17,30 @@ typedef struct {
     int threads;
 } cpu_impl;
 
-/* exp(x) for the softmax: Cephes' range reduction and degree-6 polynomial
- * (relative error about 1e-7, like expf), written so that the compiler
- * vectorises it, and returning exactly 0 below -87 where expf would take its
- * slow underflow path. Softmax arguments are always <= 0 here. */
-static inline float softmax_exp(float x) {
+/* The elementwise loops that cost time next to sgemm (softmax rows, column
+ * sums, SwiGLU) are compiled once per vector width and chosen at load time:
+ * the build targets any x86-64. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define KV_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef KV_VECTOR_CLONES
+#define KV_VECTOR_CLONES
+#endif
+
+/* exp(x) with Cephes' range reduction and degree-6 polynomial (relative
+ * error about 1e-7, like expf), written so that the compiler vectorises it:
+ * exactly 0 below -87, where expf would take its slow underflow path, and
+ * exp(87) above 87 (callers never need more: softmax arguments are <= 0 and
+ * silu's 1 / (1 + exp(-g)) is below 2e-38 there). The power of two is built
+ * from the rounding sum's bits, not a float-to-int conversion, so that NaN
+ * passes through without undefined behaviour. */
+static inline float exp_approx(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float xc = x < -87.0f ? -87.0f : x;
-    float n = (xc * log2e + round_magic) - round_magic;
+    float xc = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
+    float t = xc * log2e + round_magic, n = t - round_magic;
     float r = xc - n * ln2_hi - n * ln2_lo;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -34,7 +49,8 @@ static inline float softmax_exp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
+    union { float f; uint32_t u; } bits = {.f = t}, scale;
+    scale.u = (bits.u - 0x4B400000u + 127u) << 23; /* 2^n: the integer n sits in t's low mantissa bits */
     return x < -87.0f ? 0.0f : p * scale.f;
 }
 
@@ -133,13 +149,18 @@ static int cpu_rope(kv_kernels *k, float *x, int n, int n_heads, int hd, const f
     return 0;
 }
 
+/* gate[0..n) = silu(gate) * up */
+KV_VECTOR_CLONES static void swiglu_span(float *restrict gate, const float *restrict up, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_approx(-gate[i])) * up[i];
+}
+
 static int cpu_swiglu(kv_kernels *k, float *gate, const float *up, size_t n, kv_error *err) {
     (void)k, (void)err;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    size_t chunk = 1 << 14, n_chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < n_chunks; c++)
+        swiglu_span(gate + c * chunk, up + c * chunk, n - c * chunk < chunk ? n - c * chunk : chunk);
     return 0;
 }
 
@@ -148,6 +169,29 @@ static int cpu_add(kv_kernels *k, float *x, const float *y, size_t n, kv_error *
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) x[i] += y[i];
     return 0;
+}
+
+/* x[0..n) <- softmax(x[0..n)), the sum in double. */
+KV_VECTOR_CLONES static void softmax_row(float *x, int n) {
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    double sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        float e = exp_approx(x[j] - m);
+        x[j] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+#pragma omp simd
+    for (int j = 0; j < n; j++) x[j] *= inv;
+}
+
+/* acc[0..n) += x[0..n) */
+KV_VECTOR_CLONES static void add_row(float *restrict acc, const float *restrict x, int n) {
+#pragma omp simd
+    for (int j = 0; j < n; j++) acc[j] += x[j];
 }
 
 /* One layer's attention: what every block of it reads and writes. */
@@ -184,19 +228,7 @@ static void attn_block(const attn_layer *L, int h, int r0, int r1, float *p) {
             for (int j = lo; j < mask->n_ctx; j++)
                 if (!al[j]) pr[j] = -INFINITY;
         }
-        float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-        for (int j = lo; j <= i; j++) m = pr[j] > m ? pr[j] : m;
-        double sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int j = lo; j <= i; j++) {
-            float e = softmax_exp(pr[j] - m);
-            pr[j] = e;
-            sum += e;
-        }
-        float inv = (float)(1.0 / sum);
-#pragma omp simd
-        for (int j = lo; j <= i; j++) pr[j] *= inv;
+        softmax_row(pr + lo, i + 1 - lo);
         for (int j = 0; j < lo; j++) pr[j] = 0;
         for (int j = i + 1; j < nk; j++) pr[j] = 0;
     }
@@ -208,11 +240,7 @@ static void attn_block(const attn_layer *L, int h, int r0, int r1, float *p) {
          * window's edge are summed row by row. */
         float *bs = p + (size_t)rows * nk; /* [nk] after the block */
         memset(bs + k0, 0, (size_t)(nk - k0) * sizeof *bs);
-        for (int r = 0; r < rows; r++) {
-            const float *pr = p + (size_t)r * nk;
-#pragma omp simd
-            for (int j = k0; j <= r0 + r; j++) bs[j] += pr[j];
-        }
+        for (int r = 0; r < rows; r++) add_row(bs + k0, p + (size_t)r * nk + k0, r0 + r + 1 - k0);
         if (cap->colsum) {
             float *cs = cap->colsum + (size_t)h * n;
 #pragma omp simd
