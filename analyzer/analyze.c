@@ -332,7 +332,7 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     for (int al = 0; al < 2; al++)
         for (int bi = 0; bi < o->n_budgets; bi++) {
             int B = o->budgets[bi], b = B - w;
-            int bl = o->pyramid ? kv_pyramid_prefix_budget(b, layer, t->n_layers, P) : b;
+            int bl = o->pyramid ? kv_pyramid_prefix_budget(ap->pyramid, b, w, layer, t->n_layers, P) : b;
             kv_loss loss;
             if (bl >= P) {
                 for (int g = 0; g < KVH; g++) R->counts[g] = P > 0 ? P : 0;
@@ -534,6 +534,7 @@ static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
     snprintf(b.pool, sizeof b.pool, "%s", kv_pool_names[ap->pool]);
     snprintf(b.safeguard, sizeof b.safeguard, "%s", kv_safeguard_names[ap->safeguard]);
     snprintf(b.gqa_order, sizeof b.gqa_order, "%s", kv_gqa_order_names[ap->gqa_order]);
+    snprintf(b.pyramid_schedule, sizeof b.pyramid_schedule, "%s", kv_pyramid_names[ap->pyramid]);
     if (ap->future_q) snprintf(b.eval, sizeof b.eval, "future:%d", ap->future_q);
     else snprintf(b.eval, sizeof b.eval, "window");
     snprintf(b.trace, sizeof b.trace, "%s", o->trace_path);
@@ -549,7 +550,7 @@ static int write_budgets_json(kv_run *R, char **ids, int nids, kv_error *err) {
         for (int li = 0; li < t->L; li++) {
             /* the runtime schedule does not depend on a prompt's length: no clamp to P */
             int bp = o->budgets[bi] - w;
-            int lb = (o->pyramid ? kv_pyramid_prefix_budget(bp, t->layers[li], t->n_layers, INT_MAX) : bp) + w;
+            int lb = (o->pyramid ? kv_pyramid_prefix_budget(o->ada.pyramid, bp, w, t->layers[li], t->n_layers, INT_MAX) : bp) + w;
             int *k = kb + ((size_t)bi * t->L + li) * KVH;
             long total = (long)KVH * (lb - w), given = 0;
             for (int g = 0; g < KVH; g++) {
@@ -712,8 +713,9 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
             "conventions\n");
     fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget,conventions\n");
     const kv_adakv_params *ap = &o->ada;
-    snprintf(R.conventions, sizeof R.conventions, "w%d %s%d %s %s a%g", ap->obs_window, kv_pool_names[ap->pool],
-             ap->kernel, kv_gqa_order_names[ap->gqa_order], kv_safeguard_names[ap->safeguard], ap->alpha);
+    snprintf(R.conventions, sizeof R.conventions, "w%d %s%d %s %s a%g%s%s", ap->obs_window, kv_pool_names[ap->pool],
+             ap->kernel, kv_gqa_order_names[ap->gqa_order], kv_safeguard_names[ap->safeguard], ap->alpha,
+             o->pyramid ? " pyramid-" : "", o->pyramid ? kv_pyramid_names[ap->pyramid] : "");
     fprintf(R.out.f[OUT_CONC].fp, "prompt,layer,head,percent,positions,mass\n");
     R.n_prompts = nids;
     R.t_start = omp_get_wtime();

@@ -53,7 +53,9 @@ static void usage(FILE *fp) {
             "                          pooling 5, pool-combine, kvpress safeguard) or of the authors' code\n"
             "                          (window 32, max pooling 7, combine-pool, blend); options given\n"
             "                          with it override it\n"
-            "      --pyramid           PyramidKV per-layer budgets (beta = 20)\n"
+            "      --pyramid[=adakv|kvpress]  PyramidKV per-layer budgets (beta = 20), with the schedule of\n"
+            "                          the authors' code (integers; the default) or of kvpress (floats,\n"
+            "                          rounded; the default with --preset kvpress)\n"
             "      --eval window|future:Q  evaluation rows (default window)\n"
             "      --kept              also write kept.jsonl: every selection's kept positions per KV head\n"
             "Input and run:\n"
@@ -119,7 +121,7 @@ int main(int argc, char **argv) {
         {"skip-rows", required_argument, 0, O_SKIP}, {"budgets", required_argument, 0, 'b'},
         {"scorer", required_argument, 0, O_SCORER}, {"obs-window", required_argument, 0, O_OBS},
         {"pool", required_argument, 0, O_POOL},  {"kernel", required_argument, 0, O_KERNEL},
-        {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", no_argument, 0, O_PYR},
+        {"alpha", required_argument, 0, O_ALPHA}, {"pyramid", optional_argument, 0, O_PYR},
         {"eval", required_argument, 0, O_EVAL},  {"prompts", required_argument, 0, O_PROMPTS},
         {"threads", required_argument, 0, O_THREADS}, {"force", no_argument, 0, O_FORCE}, {"timings", no_argument, 0, O_TIMINGS},
         {"check", no_argument, 0, O_CHECK},       {"max-memory", required_argument, 0, O_MAXMEM},
@@ -136,11 +138,11 @@ int main(int argc, char **argv) {
         if (!strcmp(v, "kvpress"))
             o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_AVG_PADDED, .kernel = 5,
                                       .obs_window = 64, .alpha = 0.2, .safeguard = KV_SAFEGUARD_KVPRESS,
-                                      .gqa_order = KV_GQA_POOL_COMBINE};
+                                      .gqa_order = KV_GQA_POOL_COMBINE, .pyramid = KV_PYRAMID_KVPRESS};
         else if (!strcmp(v, "adakv"))
             o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = 32,
                                       .alpha = 0.2, .safeguard = KV_SAFEGUARD_BLEND,
-                                      .gqa_order = KV_GQA_COMBINE_POOL};
+                                      .gqa_order = KV_GQA_COMBINE_POOL, .pyramid = KV_PYRAMID_ADAKV};
         else
             return fail("--preset: expected kvpress or adakv, got '%s'", v);
     }
@@ -228,7 +230,13 @@ int main(int argc, char **argv) {
             if (kv_parse_double(optarg, &o.ada.alpha) || !(o.ada.alpha >= 0 && o.ada.alpha <= 1))
                 return fail("--alpha: '%s' is not a number in [0, 1]", optarg);
             break;
-        case O_PYR: o.pyramid = 1; break;
+        case O_PYR: {
+            o.pyramid = 1;
+            int k = optarg ? kv_name_index(kv_pyramid_names, KV_N_PYRAMIDS, optarg) : (int)o.ada.pyramid;
+            if (k < 0) return fail("--pyramid: expected adakv or kvpress (--pyramid=kvpress), got '%s'", optarg);
+            o.ada.pyramid = (kv_pyramid_schedule)k;
+            break;
+        }
         case O_EVAL:
             if (!strcmp(optarg, "window")) o.ada.future_q = 0;
             else if (!strncmp(optarg, "future:", 7) && !parse_int(optarg + 7, &o.ada.future_q) && o.ada.future_q >= 1)

@@ -8,6 +8,7 @@ const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "str
 const char *const kv_pool_names[KV_N_POOLS] = {"max", "avg", "none", "avg-padded"};
 const char *const kv_safeguard_names[KV_N_SAFEGUARDS] = {"protect", "kvpress", "blend"};
 const char *const kv_gqa_order_names[KV_N_GQA_ORDERS] = {"combine-pool", "pool-combine"};
+const char *const kv_pyramid_names[KV_N_PYRAMIDS] = {"adakv", "kvpress"};
 
 int kv_name_index(const char *const *names, int n, const char *name) {
     for (int i = 0; i < n; i++)
@@ -168,7 +169,8 @@ void kv_adakv_select(const kv_split *s, const int *head_order, const int *all_or
     }
 }
 
-int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P) {
+/* FFY0/AdaKV: integers throughout, on the prefix budget. */
+static int pyramid_adakv(int b, int layer, int n_layers, int P) {
     const int beta = 20;
     if (b >= P || n_layers <= 1) return b;
     int min_num = b / beta;
@@ -179,4 +181,25 @@ int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P) {
     }
     int steps = (max_num - min_num) / (n_layers - 1);
     return max_num - layer * steps;
+}
+
+/* kvpress 0.5.5 PyramidKVPress.get_layer_budget, with q_len = P + w and
+ * q_len·(1 − compression_ratio) = B = b + w: doubles, Python's round (half to
+ * even: rint in the default rounding mode); the result counts the window. */
+static int pyramid_kvpress(int b, int w, int layer, int n_layers, int P) {
+    const double beta = 20;
+    double q_len = (double)P + w, x = (double)b + w; /* x = max_capacity_prompt - window_size */
+    double min_num = x / beta, max_num = 2 * x - min_num;
+    if (max_num >= q_len - w) {
+        max_num = q_len - w;
+        min_num = 2 * x - max_num;
+    }
+    if (!(q_len >= max_num && max_num >= min_num && min_num >= w)) /* kvpress falls back to the flat budget */
+        return (x > 1 ? (int)rint(x) : 1) - w;
+    double steps = n_layers > 1 ? (max_num - min_num) / (n_layers - 1) : 0.0;
+    return (int)rint(max_num - layer * steps) - w;
+}
+
+int kv_pyramid_prefix_budget(kv_pyramid_schedule s, int b, int w, int layer, int n_layers, int P) {
+    return s == KV_PYRAMID_KVPRESS ? pyramid_kvpress(b, w, layer, n_layers, P) : pyramid_adakv(b, layer, n_layers, P);
 }

@@ -35,11 +35,17 @@ typedef enum { KV_SAFEGUARD_PROTECT, KV_SAFEGUARD_KVPRESS, KV_SAFEGUARD_BLEND, K
 /* GQA: combine a group's query heads, then pool (FFY0/AdaKV), or pool each
  * query head, then combine (kvpress) */
 typedef enum { KV_GQA_COMBINE_POOL, KV_GQA_POOL_COMBINE, KV_N_GQA_ORDERS } kv_gqa_order;
+/* PyramidKV's layer schedule (beta = 20): integer arithmetic on the prefix
+ * budget (FFY0/AdaKV), or kvpress 0.5.5 PyramidKVPress's float arithmetic
+ * on the whole budget, rounded half to even, falling back to the flat budget
+ * when its shape conditions fail */
+typedef enum { KV_PYRAMID_ADAKV, KV_PYRAMID_KVPRESS, KV_N_PYRAMIDS } kv_pyramid_schedule;
 
 extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming */
 extern const char *const kv_pool_names[KV_N_POOLS];          /* max, avg, none, avg-padded */
 extern const char *const kv_safeguard_names[KV_N_SAFEGUARDS];/* protect, kvpress, blend */
 extern const char *const kv_gqa_order_names[KV_N_GQA_ORDERS];/* combine-pool, pool-combine */
+extern const char *const kv_pyramid_names[KV_N_PYRAMIDS];    /* adakv, kvpress */
 /* index of name in names [n], or -1 */
 int kv_name_index(const char *const *names, int n, const char *name);
 
@@ -52,6 +58,7 @@ typedef struct {
     kv_safeguard safeguard;
     int gqa_max;    /* combine a group's query heads by max (else mean) */
     kv_gqa_order gqa_order;
+    kv_pyramid_schedule pyramid; /* the schedule, where per-layer pyramid budgets are asked for */
     int future_q;   /* 0: evaluate the window rows; Q > 0: hold out the last Q rows */
 } kv_adakv_params;
 
@@ -90,8 +97,9 @@ typedef struct {
 void kv_adakv_select(const kv_split *s, const int *head_order, const int *all_order, int KVH, int P, int b,
                      uint8_t *keep, int *counts);
 
-/* PyramidKV's per-layer prefix budget (Ada-KV's code, beta = 20) for prefix
- * budget b = B - w, model layer index layer of n_layers, prefix length P. */
-int kv_pyramid_prefix_budget(int b, int layer, int n_layers, int P);
+/* PyramidKV's per-layer prefix budget b_l for the flat prefix budget
+ * b = B - w, observation window w, model layer index layer of n_layers, prefix
+ * length P (INT_MAX: a schedule for any prompt length); docs/analyzer.md. */
+int kv_pyramid_prefix_budget(kv_pyramid_schedule s, int b, int w, int layer, int n_layers, int P);
 
 #endif

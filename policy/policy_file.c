@@ -239,6 +239,7 @@ static kv_budget_file *budgets_from_json(const cJSON *root, const char *path, kv
     get_str(par, "pool", b->pool, sizeof b->pool);
     get_str(par, "safeguard", b->safeguard, sizeof b->safeguard);
     get_str(par, "gqa_order", b->gqa_order, sizeof b->gqa_order);
+    get_str(par, "pyramid_schedule", b->pyramid_schedule, sizeof b->pyramid_schedule);
     get_str(par, "eval", b->eval, sizeof b->eval);
     kv_error ignored; /* parameters are informative for the readers: optional */
     get_int(par, "kernel", &b->kernel, path, "parameters", &ignored);
@@ -441,6 +442,7 @@ int kv_budgets_write(FILE *fp, const kv_budget_file *b, kv_error *err) {
     cJSON_AddStringToObject(par, "gqa_order", b->gqa_order);
     cJSON_AddStringToObject(par, "gqa", b->gqa_max ? "max" : "mean");
     cJSON_AddBoolToObject(par, "pyramid", b->pyramid);
+    if (b->pyramid) cJSON_AddStringToObject(par, "pyramid_schedule", b->pyramid_schedule);
     cJSON_AddStringToObject(par, "eval", b->eval);
     cJSON_AddStringToObject(par, "trace", b->trace);
     cJSON_AddStringToObject(par, "model", b->model);

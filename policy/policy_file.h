@@ -78,7 +78,7 @@ typedef struct {
 
 typedef struct {
     /* parameters */
-    char scorer[16], pool[16], eval[32], safeguard[16], gqa_order[16];
+    char scorer[16], pool[16], eval[32], safeguard[16], gqa_order[16], pyramid_schedule[16];
     int kernel, obs_window, gqa_max, pyramid;
     double alpha;
     char trace[1024];

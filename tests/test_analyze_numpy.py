@@ -132,6 +132,11 @@ compare("nopool-alpha0-prompt", t1, ["-b", "40,64", "--pool", "none", "--alpha",
 compare("preset-kvpress", t1, ["-t", "0.9", "-b", "70,80,100", "--preset", "kvpress", "--obs-window", "48"],
         dict(thresholds=[0.9], budgets=[70, 80, 100], w=48, pool="avg-padded", kernel=5, gqa_order="pool-combine",
              safeguard="kvpress"))
+# kvpress's PyramidKV schedule on the 100-token prompt: budget 40 falls back to flat (min 2 < w = 3); 90 is
+# clamped at q_len - w = 97 and steps 3.5 per layer, so traced layer 3's 86.5 rounds half to even (86)
+compare("preset-kvpress-pyramid", t1, ["-b", "40,90,130", "--preset", "kvpress", "--obs-window", "3", "--pyramid"],
+        dict(budgets=[40, 90, 130], w=3, pool="avg-padded", kernel=5, gqa_order="pool-combine", safeguard="kvpress",
+             use_pyramid=True, pyramid_schedule="kvpress"))
 compare("preset-adakv", t1, ["-t", "0.9", "-b", "40,64,90", "--preset", "adakv", "--alpha", "0.5"],
         dict(thresholds=[0.9], budgets=[40, 64, 90], safeguard="blend", alpha=0.5))
 compare("safeguard-kvpress-gqa-max", t1, ["-b", "40,64", "--safeguard", "kvpress", "--alpha", "0.6", "--gqa", "max",

@@ -9,6 +9,11 @@ transformers builds, the positions each layer's KV heads keep
 - under kvpress's AdaKVPress(SnapKVPress) equal kvanalyze's adaptive
   selection with `--preset kvpress` (its safeguard, which the observation
   window takes first),
+- under kvpress's PyramidKVPress (window 4, on a 4-layer model and a
+  180-token prompt) equal kvanalyze's uniform selection with `--preset kvpress
+  --obs-window 4 --pyramid`: budgets 90 (layer budgets 175.5, 118.5, 61.5,
+  4.5, rounded half to even), 135 (clamped at q_len − w) and 45 (kvpress's
+  flat fallback),
 
 at compression ratios whose kept count n_kept = int(N·(1 − cr)) is kvanalyze's
 budget B. kvpress's own choice is read from what its press returns (the
@@ -31,7 +36,7 @@ from harness import Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
 
 import kvpress  # noqa: E402
-from kvpress import AdaKVPress, SnapKVPress, StreamingLLMPress, TOVAPress  # noqa: E402
+from kvpress import AdaKVPress, PyramidKVPress, SnapKVPress, StreamingLLMPress, TOVAPress  # noqa: E402
 
 c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
@@ -71,9 +76,10 @@ for alpha, opts in RUNS.items():
 peer = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
 
 
-def kvpress_kept(press, inner):
+def kvpress_kept(press, inner, model=None, prompt=None):
     """Runs the prompt under press; returns {layer: [set of kept positions per KV head]} and the scores
     kvpress ranked, {layer: [KVH, N]}."""
+    model, prompt = model or peer, prompt or ids
     kept, scores = {}, {}
     orig = press.compress
 
@@ -82,7 +88,7 @@ def kvpress_kept(press, inner):
         k2, v2 = orig(module, hidden_states, keys, values, attentions, kwargs)
         if getattr(module, "masked_key_indices", None) is not None:  # AdaKVPress: evicted (batch, head, pos)
             _, hh, pp = module.masked_key_indices
-            sets = [set(range(N)) for _ in range(keys.shape[1])]
+            sets = [set(range(keys.shape[2])) for _ in range(keys.shape[1])]
             for h, p in zip(hh.tolist(), pp.tolist()):
                 sets[h].discard(p)
         else:  # ScorerPress: the gathered keys, matched back to their positions
@@ -94,8 +100,8 @@ def kvpress_kept(press, inner):
         return k2, v2
 
     press.compress = compress
-    with torch.no_grad(), press(peer):
-        peer(torch.tensor([ids]))
+    with torch.no_grad(), press(model):
+        model(torch.tensor([prompt]))
     return kept, scores
 
 
@@ -135,4 +141,42 @@ for cr, B in budgets.items():
                 all(sum(map(len, sets)) == 2 * B for sets in theirs.values()))
         compare(f"AdaKVPress(SnapKVPress) cr {cr} alpha {alpha} = kvanalyze adaptive B {B}", theirs, scores,
                 {layer: ours[(alpha, "adaptive", B, layer)] for layer in theirs})
+
+# PyramidKVPress: kvpress's float schedule (docs/analyzer.md, Conventions) on a 4-layer model
+N4, W4 = 180, 4
+d4 = os.path.join(c.tmp.name, "model4")
+kvpress_model.build(d4, seed=1, n_layers=4)
+ids4 = np.random.default_rng(6).integers(0, 101, N4).tolist()
+p4, t4, res4 = (os.path.join(c.tmp.name, x) for x in ("p4.jsonl", "t4.h5", "res4"))
+with open(p4, "w") as f:
+    f.write(json.dumps({"id": "p", "input_ids": ids4}) + "\n")
+pyr_budgets = {0.5: 90, 0.25: 135, 0.75: 45}
+c.check("N4 * (1 - cr) is the budget, exactly", all(N4 * (1 - cr) == b for cr, b in pyr_budgets.items()))
+r = run([tool("kvtrace"), "--model", d4, "--prompts", p4, "-o", t4, "--window", "16"])
+r2 = run([tool("kvanalyze"), t4, "-o", res4, "--kept", "-t", "0.9", "--preset", "kvpress", "--obs-window", str(W4),
+          "--pyramid", "-b", ",".join(map(str, pyr_budgets.values()))]) if r.returncode == 0 else r
+if not c.check("kvtrace and kvanalyze --preset kvpress --pyramid run", r.returncode == 0 and r2.returncode == 0,
+               r.stderr + r2.stderr):
+    c.finish()
+mine4 = {}
+with open(os.path.join(res4, "kept.jsonl")) as f:
+    for line in f:
+        e = json.loads(line)
+        if e["allocation"] == "uniform":
+            mine4[(e["budget"], e["layer"])] = [set(h) | set(range(e["window_start"], N4)) for h in e["kv_heads"]]
+with open(os.path.join(res4, "budgets.json")) as f:
+    c.check("budgets.json records the kvpress pyramid schedule",
+            json.load(f)["parameters"].get("pyramid_schedule") == "kvpress")
+peer4 = AutoModelForCausalLM.from_pretrained(d4, dtype=torch.float32, attn_implementation="sdpa").eval()
+SCHEDULES = {90: [176, 118, 62, 4], 135: [176, 149, 121, 94], 45: [45] * 4}  # by hand from the docstring's rules
+for cr, B in pyr_budgets.items():
+    press = PyramidKVPress(compression_ratio=cr, window_size=W4)
+    want = [press.get_layer_budget(peer4.model.layers[i].self_attn, N4) for i in range(4)]
+    c.check(f"PyramidKVPress cr {cr}: kvpress's layer budgets {want} are the ones worked out by hand",
+            want == SCHEDULES[B])
+    theirs, scores = kvpress_kept(press, press, peer4, ids4)
+    c.check(f"PyramidKVPress cr {cr}: kvpress kept {want} per KV head by layer",
+            all(len(s) == want[layer] for layer, sets in theirs.items() for s in sets))
+    compare(f"PyramidKVPress cr {cr} = kvanalyze --preset kvpress --pyramid uniform B {B}",
+            theirs, scores, {layer: mine4[(B, layer)] for layer in theirs})
 c.finish()

@@ -170,7 +170,20 @@ def select(sc, b, alloc, alpha, safeguard="protect", w=0):
     return keep
 
 
-def pyramid(b, layer, n_layers, P, beta=20):
+def pyramid(b, layer, n_layers, P, beta=20, schedule="adakv", w=0):
+    """Prefix budget of layer `layer`: FFY0/AdaKV's integer schedule, or kvpress 0.5.5 PyramidKVPress's
+    (floats on the whole budget x = b + w with q_len = P + w, Python's round, the flat budget as fallback)."""
+    if schedule == "kvpress":
+        q_len, x = P + w, float(b + w)
+        mn = x / beta
+        mx = 2 * x - mn
+        if mx >= q_len - w:
+            mx = q_len - w
+            mn = 2 * x - mx
+        if not (q_len >= mx >= mn >= w):
+            return max(1, round(x)) - w
+        steps = (mx - mn) / (n_layers - 1) if n_layers > 1 else 0.0
+        return round(mx - layer * steps) - w
     if b >= P or n_layers <= 1:
         return b
     mn = b // beta
@@ -230,7 +243,7 @@ def concentration(rows, N):
 
 def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budgets=(64, 128, 256, 512, 1024),
             scorer="snapkv", w=32, pool="max", kernel=7, alpha=0.2, use_pyramid=False, Q=0, prompts=None,
-            safeguard="protect", gqa_order="combine-pool"):
+            safeguard="protect", gqa_order="combine-pool", pyramid_schedule="adakv"):
     gqa_max = gqa == "max"
     res = {"fastgen": [], "loss": [], "budgets": [], "concentration": []}
     with h5py.File(path, "r") as f:
@@ -282,7 +295,7 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
                 for alloc in ("uniform", "adaptive"):
                     for B in budgets:
                         b = B - w
-                        bl = pyramid(b, layer, n_layers, P) if use_pyramid else b
+                        bl = pyramid(b, layer, n_layers, P, schedule=pyramid_schedule, w=w) if use_pyramid else b
                         keep = None if bl >= P else select(sc, bl, alloc, alpha, safeguard, w)
                         bd, bph, l1, rel, km = loss(ctx, keep)
                         res["loss"].append(dict(prompt=pid, layer=layer, scorer=scorer, allocation=alloc,

@@ -5,9 +5,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def build(outdir, seed=0):
+def build(outdir, seed=0, n_layers=2):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=16, vocab_size=101, max_position_embeddings=512,
                       rope_theta=10000.0, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).eval()
