@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "streaming"};
+const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "streaming", "observed"};
 const char *const kv_pool_names[KV_N_POOLS] = {"max", "avg", "none", "avg-padded"};
 const char *const kv_safeguard_names[KV_N_SAFEGUARDS] = {"protect", "kvpress", "blend"};
 const char *const kv_gqa_order_names[KV_N_GQA_ORDERS] = {"combine-pool", "pool-combine"};
@@ -71,6 +71,8 @@ void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H
                     const float *a = win + ((size_t)h * Wp + (i - wrow0)) * N;
                     for (int j = 0; j < P; j++) s[j] -= a[j];
                 }
+                if (p->scorer == KV_SCORER_OBSERVED) /* the mean over the context rows that see j */
+                    for (int j = 0; j < P; j++) s[j] /= Nc - j;
             }
             int pool_now = p->scorer == KV_SCORER_SNAPKV && p->gqa_order == KV_GQA_POOL_COMBINE;
             if (pool_now) { /* pool this query head before the group is combined */

@@ -12,8 +12,13 @@
  * tova: the last context row's attention, averaged over ALL query heads and
  * the same for every KV head (kvpress's TOVAPress; use --obs-window 1);
  * streaming: the first KV_STREAMING_SINKS positions, then the most recent
- * (StreamingLLM; kvpress's StreamingLLMPress) */
-typedef enum { KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_SCORER_TOVA, KV_SCORER_STREAMING, KV_N_SCORERS } kv_scorer;
+ * (StreamingLLM; kvpress's StreamingLLMPress);
+ * observed: colsum over the context rows divided by the rows that see the
+ * position, colsum[j] / (Nc - j) (kvpress's ObservedAttentionPress; use
+ * --obs-window 0, which it has not) */
+typedef enum {
+    KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_SCORER_TOVA, KV_SCORER_STREAMING, KV_SCORER_OBSERVED, KV_N_SCORERS
+} kv_scorer;
 #define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
 /* avg: divided by the positions inside the prompt; avg-padded: the zero
  * padding counted, always divided by the kernel (PyTorch's avg_pool1d, kvpress) */
@@ -41,7 +46,7 @@ typedef enum { KV_GQA_COMBINE_POOL, KV_GQA_POOL_COMBINE, KV_N_GQA_ORDERS } kv_gq
  * when its shape conditions fail */
 typedef enum { KV_PYRAMID_ADAKV, KV_PYRAMID_KVPRESS, KV_N_PYRAMIDS } kv_pyramid_schedule;
 
-extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming */
+extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming, observed */
 extern const char *const kv_pool_names[KV_N_POOLS];          /* max, avg, none, avg-padded */
 extern const char *const kv_safeguard_names[KV_N_SAFEGUARDS];/* protect, kvpress, blend */
 extern const char *const kv_gqa_order_names[KV_N_GQA_ORDERS];/* combine-pool, pool-combine */

@@ -146,6 +146,12 @@ compare("tova", t1, ["-b", "20,40", "--scorer", "tova", "--obs-window", "1"],
         dict(budgets=[20, 40], scorer="tova", w=1))
 compare("streaming", t1, ["-b", "30,50", "--scorer", "streaming", "--obs-window", "16"],
         dict(budgets=[30, 50], scorer="streaming", w=16))
+compare("observed-no-window", t1, ["-b", "20,40", "--scorer", "observed", "--obs-window", "0", "--eval", "future:8",
+                                   "--preset", "kvpress", "--alpha", "0.3"],
+        dict(budgets=[20, 40], scorer="observed", w=0, Q=8, pool="avg-padded", kernel=5, gqa_order="pool-combine",
+             safeguard="kvpress", alpha=0.3))
+compare("observed-gqa-max", t1, ["-b", "40", "--scorer", "observed", "--gqa", "max"],
+        dict(budgets=[40], scorer="observed", gqa="max"))
 # the same numbers through HDF5's own reads (not the raw-chunk reader), and with
 # more threads than row blocks have work for
 os.environ["KV_READ_PLAIN"] = "1"

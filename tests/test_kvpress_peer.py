@@ -9,6 +9,10 @@ transformers builds, the positions each layer's KV heads keep
 - under kvpress's AdaKVPress(SnapKVPress) equal kvanalyze's adaptive
   selection with `--preset kvpress` (its safeguard, which the observation
   window takes first),
+- under kvpress's ObservedAttentionPress (eager attention; the context's
+  column sums over the rows that see each position, no window) equal
+  kvanalyze's uniform selection with `--scorer observed --obs-window 0
+  --eval future:8` on a trace of the same context and 8 more tokens,
 - under kvpress's PyramidKVPress (window 4, on a 4-layer model and a
   180-token prompt) equal kvanalyze's uniform selection with `--preset kvpress
   --obs-window 4 --pyramid`: budgets 90 (layer budgets 175.5, 118.5, 61.5,
@@ -36,7 +40,8 @@ from harness import Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
 
 import kvpress  # noqa: E402
-from kvpress import AdaKVPress, PyramidKVPress, SnapKVPress, StreamingLLMPress, TOVAPress  # noqa: E402
+from kvpress import (AdaKVPress, ObservedAttentionPress, PyramidKVPress, SnapKVPress, StreamingLLMPress,  # noqa: E402
+                     TOVAPress)
 
 c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
@@ -141,6 +146,35 @@ for cr, B in budgets.items():
                 all(sum(map(len, sets)) == 2 * B for sets in theirs.values()))
         compare(f"AdaKVPress(SnapKVPress) cr {cr} alpha {alpha} = kvanalyze adaptive B {B}", theirs, scores,
                 {layer: ours[(alpha, "adaptive", B, layer)] for layer in theirs})
+
+# ObservedAttentionPress: no window; kvanalyze sees the same 200-token context followed by 8 held-out tokens
+Q = 8
+po, to, reso = (os.path.join(c.tmp.name, x) for x in ("po.jsonl", "to.h5", "reso"))
+with open(po, "w") as f:
+    f.write(json.dumps({"id": "p", "input_ids": ids + np.random.default_rng(7).integers(0, 101, Q).tolist()}) + "\n")
+r = run([tool("kvtrace"), "--model", d, "--prompts", po, "-o", to, "--window", "16"])
+r2 = run([tool("kvanalyze"), to, "-o", reso, "--kept", "-t", "0.9", "--scorer", "observed", "--obs-window", "0",
+          "--eval", f"future:{Q}", "-b", ",".join(map(str, budgets.values()))]) if r.returncode == 0 else r
+if not c.check("kvtrace and kvanalyze --scorer observed --obs-window 0 run", r.returncode == 0 and r2.returncode == 0,
+               r.stderr + r2.stderr):
+    c.finish()
+mine_obs = {}
+with open(os.path.join(reso, "kept.jsonl")) as f:
+    for line in f:
+        e = json.loads(line)
+        if e["allocation"] == "uniform":
+            if e["layer"] == 0:
+                c.check(f"observed B {e['budget']}: no window kept whole (window_start {e['window_start']} = {N})",
+                        e["window_start"] == N)
+            mine_obs[(e["budget"], e["layer"])] = [set(h) for h in e["kv_heads"]]
+eager = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+for cr, B in budgets.items():
+    press = ObservedAttentionPress(compression_ratio=cr)
+    theirs, scores = kvpress_kept(press, press, eager, ids)
+    c.check(f"ObservedAttentionPress cr {cr}: kvpress kept {B} per KV head",
+            all(len(s) == B for sets in theirs.values() for s in sets))
+    compare(f"ObservedAttentionPress cr {cr} = kvanalyze --scorer observed --obs-window 0 uniform B {B}",
+            theirs, scores, {layer: mine_obs[(B, layer)] for layer in theirs})
 
 # PyramidKVPress: kvpress's float schedule (docs/analyzer.md, Conventions) on a 4-layer model
 N4, W4 = 180, 4

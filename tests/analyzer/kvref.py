@@ -124,6 +124,8 @@ def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_orde
                 s = win[h, Nc - w - r0:Nc - r0, :P].astype(np.float64).mean(0)
             else:
                 s = colsum[h, :P].astype(np.float64) - win[h, Nc - r0:N - r0, :P].astype(np.float64).sum(0)
+                if scorer == "observed":  # kvpress's ObservedAttentionPress: the mean over the rows that see j
+                    s = s / (Nc - np.arange(P))
             if scorer == "snapkv" and gqa_order == "pool-combine":
                 s = pool1d(s, pool, kernel)
             per.append(s)
