@@ -713,9 +713,7 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
             "conventions\n");
     fprintf(R.out.f[OUT_BUDGETS_CSV].fp, "prompt,layer,scorer,pyramid,budget,layer_budget,kv_head,kv_budget,conventions\n");
     const kv_adakv_params *ap = &o->ada;
-    snprintf(R.conventions, sizeof R.conventions, "w%d %s%d %s %s a%g%s%s", ap->obs_window, kv_pool_names[ap->pool],
-             ap->kernel, kv_gqa_order_names[ap->gqa_order], kv_safeguard_names[ap->safeguard], ap->alpha,
-             o->pyramid ? " pyramid-" : "", o->pyramid ? kv_pyramid_names[ap->pyramid] : "");
+    kv_adakv_conventions(ap, o->pyramid, R.conventions, sizeof R.conventions);
     fprintf(R.out.f[OUT_CONC].fp, "prompt,layer,head,percent,positions,mass\n");
     R.n_prompts = nids;
     R.t_start = omp_get_wtime();

@@ -137,15 +137,7 @@ int main(int argc, char **argv) {
                         : !strncmp(argv[i], "--preset=", 9)       ? argv[i] + 9
                                                                    : NULL;
         if (!v) continue;
-        if (!strcmp(v, "kvpress"))
-            o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_AVG_PADDED, .kernel = 5,
-                                      .obs_window = 64, .alpha = 0.2, .safeguard = KV_SAFEGUARD_KVPRESS,
-                                      .gqa_order = KV_GQA_POOL_COMBINE, .pyramid = KV_PYRAMID_KVPRESS};
-        else if (!strcmp(v, "adakv"))
-            o.ada = (kv_adakv_params){.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = 32,
-                                      .alpha = 0.2, .safeguard = KV_SAFEGUARD_BLEND,
-                                      .gqa_order = KV_GQA_COMBINE_POOL, .pyramid = KV_PYRAMID_ADAKV};
-        else
+        if (kv_adakv_preset(v, &o.ada))
             return fail("--preset: expected kvpress or adakv, got '%s'", v);
     }
     int c;

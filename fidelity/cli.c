@@ -21,6 +21,7 @@
 
 typedef struct {
     const char *model_dir, *prompts_path, *out_path, *device;
+    const char *per_token_path; /* --per-token FILE, or NULL */
     const char *spec_texts[MAX_SPECS];
     int n_specs;
     kv_fidelity_params p;
@@ -33,8 +34,10 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: kvtrace fidelity --model DIR --prompts FILE --spec SPEC [--spec SPEC ...] -o fidelity.csv\n"
-            "                        [--continuation Q] [--layer L] [--obs-window W] [--device auto|cpu|cuda]\n"
-            "                        [--threads N] [--special-text STR]... [--rope-precision f32|f64] [--timings] [--force]\n"
+            "                        [--continuation Q] [--layer L] [--obs-window W] [--preset kvpress|adakv]\n"
+            "                        [--pool P] [--kernel K] [--gqa-order O] [--safeguard S] [--per-token FILE]\n"
+            "                        [--device auto|cpu|cuda] [--threads N] [--special-text STR]...\n"
+            "                        [--rope-precision f32|f64] [--timings] [--force]\n"
             "\n"
             "How far a KV-cache compression setting moves the model's own next-token predictions: each prompt's\n"
             "last Q tokens are predicted once with the full cache and once with every KV head keeping only its\n"
@@ -46,6 +49,13 @@ static void usage(FILE *f) {
             "  --continuation Q    tokens at the end of each prompt that are predicted (default 64, >= 2)\n"
             "  --layer L           compress layer L only (default: every layer)\n"
             "  --obs-window W      Ada-KV's observation window, always kept, inside B (default 32)\n"
+            "  --preset kvpress|adakv, --pool max|avg|avg-padded|none, --kernel K, --gqa-order\n"
+            "  combine-pool|pool-combine, --safeguard protect|kvpress|blend\n"
+            "                      the adakv specs' conventions, as for kvanalyze (docs/analyzer.md,\n"
+            "                      Conventions; default max pooling 7, combine-pool, protect); a preset\n"
+            "                      first, the options given with it override it\n"
+            "  --per-token FILE    also write every continuation position's log-probabilities, KL and\n"
+            "                      argmax, per prompt and spec (CSV)\n"
             "  --special-text STR  flag STR in the token stream as special for FastGen (repeatable)\n"
             "  --rope-precision P  f32 (default: RoPE rounded as transformers rounds it) or f64 (kvtrace --help)\n"
             "  --timings           also time a plain forward pass before each compressed one; times to stderr\n"
@@ -61,12 +71,28 @@ static int parse_options(int argc, char **argv, fid_options *o) {
         {"threads", required_argument, 0, 't'},      {"special-text", required_argument, 0, 'S'},
         {"timings", no_argument, 0, 'T'},            {"force", no_argument, 0, 'f'},
         {"help", no_argument, 0, 'h'},               {"rope-precision", required_argument, 0, 'r'},
+        {"preset", required_argument, 0, 'P'},       {"pool", required_argument, 0, 'L'},
+        {"kernel", required_argument, 0, 'K'},       {"gqa-order", required_argument, 0, 'G'},
+        {"safeguard", required_argument, 0, 'A'},    {"per-token", required_argument, 0, 'O'},
         {0, 0, 0, 0},
     };
     *o = (fid_options){.out_path = "fidelity.csv", .device = "auto",
-                       .p = {.continuation = 64, .layer = -1, .obs_window = 32}};
+                       .p = {.continuation = 64, .layer = -1,
+                             .ada = {.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = 32,
+                                     .alpha = 0.2, .safeguard = KV_SAFEGUARD_PROTECT,
+                                     .gqa_order = KV_GQA_COMBINE_POOL}}};
     long v;
-    int c;
+    int c, k;
+    /* a preset first, wherever it is given: the options given with it override it */
+    for (int i = 1; i < argc; i++) {
+        const char *name = !strcmp(argv[i], "--preset") && i + 1 < argc ? argv[i + 1]
+                           : !strncmp(argv[i], "--preset=", 9)       ? argv[i] + 9
+                                                                      : NULL;
+        if (name && kv_adakv_preset(name, &o->p.ada)) {
+            fprintf(stderr, "kvtrace fidelity: --preset '%s': expected kvpress or adakv\n", name);
+            return 2;
+        }
+    }
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
@@ -102,7 +128,37 @@ static int parse_options(int argc, char **argv, fid_options *o) {
                 fprintf(stderr, "kvtrace fidelity: --obs-window '%s': expected a positive integer\n", optarg);
                 return 2;
             }
-            o->p.obs_window = (int)v;
+            o->p.ada.obs_window = (int)v;
+            break;
+        case 'P': break; /* applied before the loop */
+        case 'O': o->per_token_path = optarg; break;
+        case 'L':
+            if ((k = kv_name_index(kv_pool_names, KV_N_POOLS, optarg)) < 0) {
+                fprintf(stderr, "kvtrace fidelity: --pool '%s': expected max, avg, avg-padded or none\n", optarg);
+                return 2;
+            }
+            o->p.ada.pool = (kv_pool)k;
+            break;
+        case 'K':
+            if (kv_parse_long(optarg, 1, 1 << 20, &v) || v % 2 == 0) {
+                fprintf(stderr, "kvtrace fidelity: --kernel '%s': expected a positive odd integer\n", optarg);
+                return 2;
+            }
+            o->p.ada.kernel = (int)v;
+            break;
+        case 'G':
+            if ((k = kv_name_index(kv_gqa_order_names, KV_N_GQA_ORDERS, optarg)) < 0) {
+                fprintf(stderr, "kvtrace fidelity: --gqa-order '%s': expected combine-pool or pool-combine\n", optarg);
+                return 2;
+            }
+            o->p.ada.gqa_order = (kv_gqa_order)k;
+            break;
+        case 'A':
+            if ((k = kv_name_index(kv_safeguard_names, KV_N_SAFEGUARDS, optarg)) < 0) {
+                fprintf(stderr, "kvtrace fidelity: --safeguard '%s': expected protect, kvpress or blend\n", optarg);
+                return 2;
+            }
+            o->p.ada.safeguard = (kv_safeguard)k;
             break;
         case 'D':
             if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
@@ -174,9 +230,27 @@ static void write_row(FILE *f, const char *prompt, const kv_spec *s, const fid_o
     fputc(',', f);
     if (o->p.layer < 0) fprintf(f, "all");
     else fprintf(f, "%d", o->p.layer);
-    fprintf(f, ",%d,%d,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", n, n - o->p.continuation,
+    char conventions[128] = "";
+    if (s->kind == KV_SPEC_ADAKV) {
+        kv_adakv_params ap = o->p.ada;
+        ap.alpha = s->adaptive ? s->alpha : ap.alpha;
+        kv_adakv_conventions(&ap, 0, conventions, sizeof conventions);
+    }
+    fprintf(f, ",%d,%d,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n", n, n - o->p.continuation,
             o->p.continuation, r->memory_kept, r->mean_kl, r->max_kl, r->top1, r->nll_ref, r->nll_comp,
-            r->nll_comp - r->nll_ref, r->l1, r->relative_l1);
+            r->nll_comp - r->nll_ref, r->l1, r->relative_l1, conventions);
+}
+
+/* --per-token: one line per continuation position */
+static void write_tokens(FILE *f, const char *prompt, const kv_spec *s, const int32_t *ids, int n, int Q,
+                         const kv_fidelity_token *t) {
+    for (int r = 0; r < Q; r++) {
+        int i = n - Q + r;
+        fprintf(f, "%s,%s,%d,", prompt, s->text, i);
+        if (i + 1 < n) fprintf(f, "%d,%.9g,%.9g", ids[i + 1], t[r].logp_ref, t[r].logp_comp);
+        else fprintf(f, ",,");
+        fprintf(f, ",%.9g,%d,%d\n", t[r].kl, t[r].top_ref, t[r].top_comp);
+    }
 }
 
 static int run(const fid_options *o) {
@@ -189,14 +263,21 @@ static int run(const fid_options *o) {
     kv_config cfg = {0};
     kv_spec *specs = NULL;
     kv_fidelity_row *sum = NULL;
-    char *tok_path = NULL, *cfg_path = NULL, tmp[4096] = "";
-    FILE *out = NULL;
+    char *tok_path = NULL, *cfg_path = NULL, tmp[4096] = "", tok_tmp[4096] = "";
+    FILE *out = NULL, *tok_out = NULL;
+    kv_fidelity_token *tokens = NULL;
     float *comp = NULL, *plain = NULL;
     uint8_t *flags = NULL;
 
-    if (kv_path_exists(o->out_path) && !o->force) {
-        fprintf(stderr, "kvtrace fidelity: %s: already exists (use --force to overwrite)\n", o->out_path);
-        return 1;
+    const char *outputs[] = {o->out_path, o->per_token_path};
+    for (int i = 0; i < 2; i++)
+        if (outputs[i] && kv_path_exists(outputs[i]) && !o->force) {
+            fprintf(stderr, "kvtrace fidelity: %s: already exists (use --force to overwrite)\n", outputs[i]);
+            return 1;
+        }
+    if (o->per_token_path && !strcmp(o->per_token_path, o->out_path)) {
+        fprintf(stderr, "kvtrace fidelity: --per-token %s: the same file as -o\n", o->per_token_path);
+        return 2;
     }
     /* everything that can be checked without the weights comes first */
     if (!(cfg_path = kv_path_join(o->model_dir, "config.json", &err)) || kv_config_load(&cfg, cfg_path, &err))
@@ -208,7 +289,7 @@ static int run(const fid_options *o) {
     if (!(specs = kv_calloc(o->n_specs, sizeof *specs, &err)) || !(sum = kv_calloc(o->n_specs, sizeof *sum, &err)))
         goto fail;
     for (; n_specs < o->n_specs; n_specs++)
-        if (kv_spec_parse(&specs[n_specs], o->spec_texts[n_specs], &cfg, o->p.obs_window, &err)) goto fail;
+        if (kv_spec_parse(&specs[n_specs], o->spec_texts[n_specs], &cfg, o->p.ada.obs_window, &err)) goto fail;
     if (!(tok_path = kv_path_join(o->model_dir, "tokenizer.json", &err))) goto fail;
     if (kv_path_exists(tok_path) && !(tok = kv_tokenizer_load(tok_path, &err))) goto fail;
     if (o->prompts_path ? kv_prompts_load(&ps, o->prompts_path, &err) : kv_prompts_builtin(&ps, &err)) goto fail;
@@ -231,7 +312,8 @@ static int run(const fid_options *o) {
     comp = kv_malloc((size_t)o->p.continuation * c->vocab_size * sizeof(float), &err);
     plain = kv_malloc((size_t)o->p.continuation * c->vocab_size * sizeof(float), &err);
     flags = kv_malloc(longest, &err);
-    if (!comp || !plain || !flags) goto fail;
+    tokens = kv_malloc((size_t)o->p.continuation * sizeof *tokens, &err);
+    if (!comp || !plain || !flags || !tokens) goto fail;
 
     snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
     if (!(out = fopen(tmp, "w"))) {
@@ -240,7 +322,17 @@ static int run(const fid_options *o) {
         goto fail;
     }
     fprintf(out, "prompt,spec,kind,allocation,budget,alpha,threshold,layers,n_tokens,context,continuation,"
-                 "memory_kept,mean_kl,max_kl,top1_agreement,nll_ref,nll_compressed,nll_change,l1,relative_l1\n");
+                 "memory_kept,mean_kl,max_kl,top1_agreement,nll_ref,nll_compressed,nll_change,l1,relative_l1,"
+                 "conventions\n");
+    if (o->per_token_path) {
+        snprintf(tok_tmp, sizeof tok_tmp, "%s.tmp", o->per_token_path);
+        if (!(tok_out = fopen(tok_tmp, "w"))) {
+            kv_fail(&err, "%s: cannot create: %s", tok_tmp, strerror(errno));
+            tok_tmp[0] = 0;
+            goto fail;
+        }
+        fprintf(tok_out, "prompt,spec,position,next_token,logp_ref,logp_compressed,kl,top1_ref,top1_compressed\n");
+    }
     int progress = isatty(2);
     double t_plain = 0, t_ref = 0, t_comp = 0, t_sel = 0;
     for (int i = 0; i < ps.n; i++) {
@@ -273,11 +365,12 @@ static int run(const fid_options *o) {
             }
             t_comp += kv_now_s() - t0;
             kv_fidelity_row r;
-            if (kv_fidelity_metrics(&st, s, q->ids, comp, &r, &err)) {
+            if (kv_fidelity_metrics(&st, s, q->ids, comp, &r, tokens, &err)) {
                 kv_fidelity_state_free(&st);
                 goto fail;
             }
             write_row(out, q->id, &specs[s], o, q->n_ids, &r);
+            if (tok_out) write_tokens(tok_out, q->id, &specs[s], q->ids, q->n_ids, o->p.continuation, tokens);
             sum[s].memory_kept += r.memory_kept / ps.n;
             sum[s].mean_kl += r.mean_kl / ps.n;
             sum[s].max_kl = r.max_kl > sum[s].max_kl ? r.max_kl : sum[s].max_kl;
@@ -295,6 +388,19 @@ static int run(const fid_options *o) {
         goto fail;
     }
     out = NULL;
+    if (tok_out) {
+        int bad = ferror(tok_out) | fclose(tok_out);
+        tok_out = NULL;
+        if (bad) {
+            kv_fail(&err, "%s: write error", tok_tmp);
+            goto fail;
+        }
+        if (rename(tok_tmp, o->per_token_path)) {
+            kv_fail(&err, "%s: cannot rename to %s: %s", tok_tmp, o->per_token_path, strerror(errno));
+            goto fail;
+        }
+        tok_tmp[0] = 0;
+    }
     if (rename(tmp, o->out_path)) {
         kv_fail(&err, "%s: cannot rename to %s: %s", tmp, o->out_path, strerror(errno));
         goto fail;
@@ -318,7 +424,10 @@ fail:
     fprintf(stderr, "kvtrace fidelity: %s\n", err.msg);
 done:
     if (out) fclose(out);
+    if (tok_out) fclose(tok_out);
     if (tmp[0]) unlink(tmp);
+    if (tok_tmp[0]) unlink(tok_tmp);
+    free(tokens);
     for (int s = 0; specs && s < o->n_specs; s++) kv_spec_free(&specs[s]);
     free(specs);
     free(sum);

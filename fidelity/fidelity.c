@@ -134,8 +134,8 @@ void kv_spec_free(kv_spec *s) {
 int kv_fidelity_min_tokens(const kv_spec *specs, int n_specs, const kv_fidelity_params *p) {
     int need = p->continuation + 1;
     for (int s = 0; s < n_specs; s++)
-        if (specs[s].kind == KV_SPEC_ADAKV && p->continuation + p->obs_window + 1 > need)
-            need = p->continuation + p->obs_window + 1;
+        if (specs[s].kind == KV_SPEC_ADAKV && p->continuation + p->ada.obs_window + 1 > need)
+            need = p->continuation + p->ada.obs_window + 1;
     return need;
 }
 
@@ -169,7 +169,7 @@ static int want_layer(void *p, int layer) {
 /* Fills mask [KVH, Nc] of spec s at one layer. Returns 0, or -1 when out of memory. */
 static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_error *err) {
     const kv_config *c = &r->m->cfg;
-    int Nc = r->st->n_ctx, KVH = c->n_kv_heads, G = c->n_heads / KVH, w = r->p->obs_window;
+    int Nc = r->st->n_ctx, KVH = c->n_kv_heads, G = c->n_heads / KVH, w = r->p->ada.obs_window;
     switch (s->kind) {
     case KV_SPEC_FULL: memset(mask, 1, (size_t)KVH * Nc); break;
     case KV_SPEC_STREAMING:
@@ -180,7 +180,7 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
         break;
     case KV_SPEC_ADAKV: {
         int P = Nc - w;
-        kv_split split = {s->adaptive ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, s->alpha, KV_SAFEGUARD_PROTECT, w};
+        kv_split split = {s->adaptive ? KV_ALLOC_ADAPTIVE : KV_ALLOC_UNIFORM, s->alpha, r->p->ada.safeguard, w};
         kv_adakv_select(&split, r->head_order, r->all_order, KVH, P, s->budget - w, r->keep, r->counts);
         for (int g = 0; g < KVH; g++)
             for (int j = 0; j < Nc; j++) mask[(size_t)g * Nc + j] = j >= P || r->keep[(size_t)g * P + j];
@@ -220,7 +220,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
     const kv_config *c = &r->m->cfg;
     double t0 = kv_now_s();
     int N = st->n, Nc = st->n_ctx, H = c->n_heads, KVH = c->n_kv_heads, hd = c->head_dim, D = c->hidden_size;
-    int Q = st->Q, w = r->p->obs_window;
+    int Q = st->Q, w = r->p->ada.obs_window;
     int Wp = Q + (r->any_adakv ? w : 0), wrow0 = N - Wp;
     /* the context rows' colsum: all rows minus the continuation's */
     for (int h = 0; h < H; h++)
@@ -230,8 +230,8 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
             r->cs_ctx[(size_t)h * Nc + j] = (float)s;
         }
     if (r->any_adakv) {
-        kv_adakv_params ap = {.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7, .obs_window = w,
-                              .alpha = 0.2, .future_q = Q};
+        kv_adakv_params ap = r->p->ada;
+        ap.scorer = KV_SCORER_SNAPKV, ap.gqa_max = 0, ap.future_q = Q;
         kv_adakv_scores(window, Wp, colsum, N, H, KVH, &ap, r->scores, r->tmp);
         if (kv_adakv_orders(r->scores, KVH, Nc - w, r->head_order, r->all_order, err)) return -1;
     }
@@ -295,7 +295,7 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
                               .n_specs = n_specs, .n_compressed = p->layer < 0 ? c->n_layers : 1};
     ref_ctx r = {.m = m, .specs = specs, .n_specs = n_specs, .p = p, .st = st, .flags = flags};
     for (int s = 0; s < n_specs; s++) r.any_adakv |= specs[s].kind == KV_SPEC_ADAKV;
-    int P = r.any_adakv ? Nc - p->obs_window : 1;
+    int P = r.any_adakv ? Nc - p->ada.obs_window : 1;
     size_t Nz = (size_t)n;
     st->ref_logits = kv_malloc((size_t)Q * V * sizeof(float), err);
     st->masks = kv_calloc((size_t)n_specs * c->n_layers, sizeof(uint8_t *), err);
@@ -317,7 +317,7 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
     if (!st->ref_logits || !st->masks || !st->kept || !st->l1 || !st->rel_l1 || !r.cs_ctx || !r.comb || !r.cls ||
         !r.scores || !r.tmp || !r.head_order || !r.all_order || !r.keep || !r.counts || !r.values || !r.wo)
         goto done;
-    kv_capture_hooks hooks = {.ctx = &r, .window = Q + (r.any_adakv ? p->obs_window : 0), .want_layer = want_layer,
+    kv_capture_hooks hooks = {.ctx = &r, .window = Q + (r.any_adakv ? p->ada.obs_window : 0), .want_layer = want_layer,
                               .layer_done = layer_done};
     double t0 = kv_now_s();
     if (kv_forward_ex(m, ids, n, &hooks, NULL, Q, st->ref_logits, err)) goto done;
@@ -353,7 +353,7 @@ static int argmax(const float *x, int V) {
 }
 
 int kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp,
-                        kv_fidelity_row *row, kv_error *err) {
+                        kv_fidelity_row *row, kv_fidelity_token *tokens, kv_error *err) {
     int Q = st->Q, V = st->vocab, Nc = st->n_ctx;
     double *lr = kv_malloc((size_t)V * sizeof(double), err), *lc = kv_malloc((size_t)V * sizeof(double), err);
     if (!lr || !lc) {
@@ -371,12 +371,16 @@ int kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, 
         if (kl < 0) kl = 0; /* rounding: KL >= 0 */
         row->mean_kl += kl;
         row->max_kl = kl > row->max_kl ? kl : row->max_kl;
-        agree += argmax(xr, V) == argmax(xc, V);
+        int top_ref = argmax(xr, V), top_comp = argmax(xc, V);
+        agree += top_ref == top_comp;
+        double logp_ref = NAN, logp_comp = NAN;
         if (r < Q - 1) { /* position Nc + r predicts token Nc + r + 1 */
             int t = ids[Nc + r + 1];
-            row->nll_ref -= lr[t];
-            row->nll_comp -= lc[t];
+            logp_ref = lr[t], logp_comp = lc[t];
+            row->nll_ref -= logp_ref;
+            row->nll_comp -= logp_comp;
         }
+        if (tokens) tokens[r] = (kv_fidelity_token){logp_ref, logp_comp, kl, top_ref, top_comp};
     }
     row->mean_kl /= Q;
     row->top1 = (double)agree / Q;

@@ -42,7 +42,10 @@ const char *kv_spec_kind_name(kv_spec_kind k);
 typedef struct {
     int continuation;     /* Q >= 2 */
     int layer;            /* -1: every layer compressed; else only this one */
-    int obs_window;       /* Ada-KV's observation window w (SnapKV scores, always kept) */
+    /* the adakv specs' SnapKV scoring and safeguard conventions (docs/analyzer.md,
+     * "Conventions"): obs_window w (always kept), pool, kernel, gqa_order,
+     * safeguard; scorer is snapkv, alpha comes from each spec */
+    kv_adakv_params ada;
 } kv_fidelity_params;
 
 /* One prompt and spec: the CSV row's numbers. */
@@ -79,9 +82,17 @@ int kv_fidelity_reference(kv_model *m, const int32_t *ids, int n, const uint8_t 
 /* The compressed pass of spec s: logits [Q, V]. */
 int kv_fidelity_compressed(kv_model *m, const int32_t *ids, const kv_fidelity_state *st, int s, float *logits,
                            kv_error *err);
-/* Compares the passes: fills row (memory and L1 from st). */
+/* One continuation position i = Nc + r of one prompt and spec. */
+typedef struct {
+    double logp_ref, logp_comp; /* log-probability of the actual next token ids[i + 1] (NaN at i = N - 1) */
+    double kl;                  /* KL(reference || compressed), nats */
+    int top_ref, top_comp;      /* argmax of each distribution */
+} kv_fidelity_token;
+
+/* Compares the passes: fills row (memory and L1 from st) and, unless NULL,
+ * tokens [Q], position by position. */
 int kv_fidelity_metrics(const kv_fidelity_state *st, int s, const int32_t *ids, const float *comp_logits,
-                        kv_fidelity_row *row, kv_error *err); /* -1: out of memory */
+                        kv_fidelity_row *row, kv_fidelity_token *tokens, kv_error *err); /* -1: out of memory */
 void kv_fidelity_state_free(kv_fidelity_state *st);
 
 /* `kvtrace fidelity ...` (fidelity/cli.c) */

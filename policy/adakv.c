@@ -1,6 +1,7 @@
 #include "policy/adakv.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,26 @@ int kv_name_index(const char *const *names, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], name)) return i;
     return -1;
+}
+
+int kv_adakv_preset(const char *name, kv_adakv_params *p) {
+    if (!strcmp(name, "kvpress")) { /* SnapKVPress, AdaKVPress, PyramidKVPress defaults */
+        p->scorer = KV_SCORER_SNAPKV, p->pool = KV_POOL_AVG_PADDED, p->kernel = 5, p->obs_window = 64;
+        p->alpha = 0.2, p->safeguard = KV_SAFEGUARD_KVPRESS, p->gqa_order = KV_GQA_POOL_COMBINE;
+        p->pyramid = KV_PYRAMID_KVPRESS;
+    } else if (!strcmp(name, "adakv")) { /* AdaptiveSnapKVCluster's defaults */
+        p->scorer = KV_SCORER_SNAPKV, p->pool = KV_POOL_MAX, p->kernel = 7, p->obs_window = 32;
+        p->alpha = 0.2, p->safeguard = KV_SAFEGUARD_BLEND, p->gqa_order = KV_GQA_COMBINE_POOL;
+        p->pyramid = KV_PYRAMID_ADAKV;
+    } else
+        return -1;
+    return 0;
+}
+
+void kv_adakv_conventions(const kv_adakv_params *p, int pyramid, char *out, size_t size) {
+    snprintf(out, size, "w%d %s%d %s %s a%g%s%s", p->obs_window, kv_pool_names[p->pool], p->kernel,
+             kv_gqa_order_names[p->gqa_order], kv_safeguard_names[p->safeguard], p->alpha,
+             pyramid ? " pyramid-" : "", pyramid ? kv_pyramid_names[p->pyramid] : "");
 }
 
 void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out) {

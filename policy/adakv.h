@@ -3,6 +3,7 @@
 #ifndef KV_ADAKV_H
 #define KV_ADAKV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -66,6 +67,17 @@ typedef struct {
     kv_pyramid_schedule pyramid; /* the schedule, where per-layer pyramid budgets are asked for */
     int future_q;   /* 0: evaluate the window rows; Q > 0: hold out the last Q rows */
 } kv_adakv_params;
+
+/* Sets the conventions of a published code base (docs/analyzer.md,
+ * "Conventions"): "kvpress" (NVIDIA kvpress 0.5.5) or "adakv" (FFY0/AdaKV):
+ * scorer, pooling and kernel, observation window, alpha, safeguard, GQA
+ * order and pyramid schedule; the other fields are left as they are.
+ * Returns 0, or -1 for another name. */
+int kv_adakv_preset(const char *name, kv_adakv_params *p);
+/* The conventions as one short string, e.g. "w32 max7 combine-pool protect
+ * a0.2" (and " pyramid-adakv" when pyramid is set): the `conventions`
+ * column of the analyzer's and fidelity's CSV files. */
+void kv_adakv_conventions(const kv_adakv_params *p, int pyramid, char *out, size_t size);
 
 /* Scores of one layer over the prefix positions [0, P), P = Nc - w, with
  * Nc = N - future_q the context length.

@@ -239,8 +239,9 @@ with open(pfile, "w") as f:
     f.write(json.dumps({"id": "b", "input_ids": ids[::-1]}) + "\n")
 out = os.path.join(d, "fid.csv")
 specs = ["full", "streaming:20", "adakv:uniform:24", "adakv:adaptive:24", f"fastgen:{pol}:0.9"]
+per_token = os.path.join(d, "fid-tokens.csv")
 args = [KVTRACE, "fidelity", "--model", d, "--prompts", pfile, "-o", out, "--continuation", str(Q),
-        "--obs-window", str(W), "--threads", "2"]
+        "--obs-window", str(W), "--threads", "2", "--per-token", per_token]
 for s in specs:
     args += ["--spec", s]
 r = run(args)
@@ -251,7 +252,23 @@ if c.check("CLI runs", r.returncode == 0, r.stderr.strip()):
     c.check("CLI: header", list(rows[0].keys()) == [
         "prompt", "spec", "kind", "allocation", "budget", "alpha", "threshold", "layers", "n_tokens", "context",
         "continuation", "memory_kept", "mean_kl", "max_kl", "top1_agreement", "nll_ref", "nll_compressed",
-        "nll_change", "l1", "relative_l1"])
+        "nll_change", "l1", "relative_l1", "conventions"])
+    c.check("CLI: adakv rows name their conventions, the others none",
+            [x["conventions"] for x in rows[:5]] == ["", "", f"w{W} max7 combine-pool protect a0.2",
+                                                     f"w{W} max7 combine-pool protect a0.2", ""],
+            str([x["conventions"] for x in rows[:5]]))
+    toks = list(csv.DictReader(open(per_token)))
+    c.check("CLI: --per-token has Q rows per prompt and spec", len(toks) == 10 * Q, str(len(toks)))
+    for x in rows:
+        t = [y for y in toks if y["prompt"] == x["prompt"] and y["spec"] == x["spec"]]
+        with_next = [y for y in t if y["next_token"] != ""]
+        ok = (len(t) == Q and len(with_next) == Q - 1
+              and abs(sum(float(y["kl"]) for y in t) / Q - float(x["mean_kl"])) <= 1e-7 * (1 + float(x["mean_kl"]))
+              and abs(-sum(float(y["logp_compressed"]) for y in with_next) / (Q - 1) - float(x["nll_compressed"])) <= 1e-6
+              and abs(-sum(float(y["logp_ref"]) for y in with_next) / (Q - 1) - float(x["nll_ref"])) <= 1e-6
+              and abs(sum(y["top1_ref"] == y["top1_compressed"] for y in t) / Q - float(x["top1_agreement"])) <= 1e-9
+              and [int(y["position"]) for y in t] == list(range(Nc, Nc + Q)))
+        c.check(f"CLI: --per-token rows of {x['prompt']} {x['spec']} add up to its CSV row", ok)
     full = [x for x in rows if x["spec"] == "full"]
     c.check("CLI: full rows have KL 0 and memory 1", all(float(x["mean_kl"]) == 0 and float(x["max_kl"]) == 0 and
                                                          float(x["memory_kept"]) == 1 and
@@ -309,6 +326,13 @@ errors = [
     (["--spec", "full", "--continuation", "100"], "needs at least 101"),
     (["--spec", "adakv:uniform:24", "--continuation", "92"], "observation window"),
     (["--spec", "full", "--layer", "2"], "--layer 2: the model has 2 layers"),
+    (["--spec", "full", "--preset", "snapkv"], "--preset 'snapkv': expected kvpress or adakv"),
+    (["--spec", "full", "--pool", "mean"], "--pool 'mean'"),
+    (["--spec", "full", "--kernel", "4"], "--kernel '4': expected a positive odd integer"),
+    (["--spec", "full", "--gqa-order", "pool"], "--gqa-order 'pool'"),
+    (["--spec", "full", "--safeguard", "none"], "--safeguard 'none'"),
+    (["--spec", "full", "--per-token", bad_out], "the same file as -o"),
+    (["--spec", "full", "--per-token", os.path.join(d, "nodir", "t.csv")], "cannot create"),
 ]
 for extra, want in errors:
     r = run([KVTRACE, "fidelity", "--model", d, "--prompts", pfile, "-o", bad_out, "--obs-window", str(W)] + extra)

@@ -36,7 +36,9 @@ int main(int argc, char **argv) {
         if (n == cap) ids = realloc(ids, (cap *= 2) * sizeof *ids);
         ids[n++] = atoi(t);
     }
-    kv_fidelity_params p = {.continuation = atoi(argv[3]), .layer = atoi(argv[4]), .obs_window = atoi(argv[5])};
+    kv_fidelity_params p = {.continuation = atoi(argv[3]), .layer = atoi(argv[4]),
+                            .ada = {.scorer = KV_SCORER_SNAPKV, .pool = KV_POOL_MAX, .kernel = 7,
+                                    .obs_window = atoi(argv[5]), .alpha = 0.2}};
     const char *out = argv[6];
     int n_specs = argc - 7;
     kv_kernels *k = kv_kernels_cpu(2, &err);
@@ -44,7 +46,7 @@ int main(int argc, char **argv) {
     if (!k || kv_model_build(&m, argv[1], k, &err)) goto fail;
     kv_spec *specs = calloc(n_specs, sizeof *specs);
     for (int s = 0; s < n_specs; s++)
-        if (kv_spec_parse(&specs[s], argv[7 + s], &m.cfg, p.obs_window, &err)) goto fail;
+        if (kv_spec_parse(&specs[s], argv[7 + s], &m.cfg, p.ada.obs_window, &err)) goto fail;
     uint8_t *flags = calloc(n, 1);
     const char *fl = getenv("FIDELITY_PROBE_FLAGS");
     if (fl) {
@@ -72,7 +74,7 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "mask_%d.u8", s);
         if (dump(out, name, masks, st.n_layers * LM)) goto io;
         kv_fidelity_row r;
-        if (kv_fidelity_metrics(&st, s, ids, comp, &r, &err)) goto fail;
+        if (kv_fidelity_metrics(&st, s, ids, comp, &r, NULL, &err)) goto fail;
         char row[512];
         int len = snprintf(row, sizeof row, "%.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g\n", r.memory_kept,
                            r.mean_kl, r.max_kl, r.top1, r.nll_ref, r.nll_comp, r.l1, r.relative_l1);

@@ -31,7 +31,13 @@ class Checks:
             print(f"  FAIL {label} {detail}")
         return ok
 
+    def skip(self, label):
+        """A part that cannot run here: counted as skipped, never as passed."""
+        self.skipped = getattr(self, "skipped", 0) + 1
+        print(f"  SKIP {label}")
+
     def finish(self):
-        print(f"{self.name}: {self.passed} passed, {self.failed} failed")
+        skipped = getattr(self, "skipped", 0)
+        print(f"{self.name}: {self.passed} passed, {self.failed} failed" + (f", {skipped} skipped" if skipped else ""))
         self.tmp.cleanup()
         sys.exit(1 if self.failed or not self.passed else 0)
