@@ -1,27 +1,28 @@
-"""NVIDIA kvpress (the pinned 0.5.5) as a peer of kvanalyze's Ada-KV selection
-(docs/analyzer.md, "Conventions"): on a small random GQA Llama that
-transformers builds, the positions each layer's KV heads keep
+"""NVIDIA kvpress (the pinned 0.5.5) as a peer of kvanalyze's selections
+(docs/analyzer.md, "Conventions"). On a small random GQA Llama that
+transformers builds (4 layers, 4 query / 2 KV heads, a 180-token context) and
+on SmolLM2-135M-Instruct when tools/smollm2.sh has converted it (30 layers,
+9 / 3 heads, a 256-token context of the demo's prompts), the positions each
+layer's KV heads keep
 
-- under kvpress's SnapKVPress equal kvanalyze's uniform selection with
-  `--preset kvpress`, and
-- under kvpress's TOVAPress and StreamingLLMPress equal kvanalyze's uniform
-  selection with `--scorer tova --obs-window 1` and `--scorer streaming`,
-- under kvpress's AdaKVPress(SnapKVPress) equal kvanalyze's adaptive
-  selection with `--preset kvpress` (its safeguard, which the observation
-  window takes first),
-- under kvpress's ObservedAttentionPress (eager attention; the context's
-  column sums over the rows that see each position, no window) equal
-  kvanalyze's uniform selection with `--scorer observed --obs-window 0
-  --eval future:8` on a trace of the same context and 8 more tokens,
-- under kvpress's PyramidKVPress (window 4, on a 4-layer model and a
-  180-token prompt) equal kvanalyze's uniform selection with `--preset kvpress
-  --obs-window 4 --pyramid`: budgets 90 (layer budgets 175.5, 118.5, 61.5,
-  4.5, rounded half to even), 135 (clamped at q_len − w) and 45 (kvpress's
-  flat fallback),
+- under SnapKVPress equal kvanalyze's uniform selection with `--preset kvpress`;
+- under AdaKVPress(SnapKVPress) at alpha 0.2 and 0.9 its adaptive selection
+  with `--preset kvpress` (kvpress's safeguard, which the observation window
+  takes first; 0.9 protects prefix positions too);
+- under TOVAPress and StreamingLLMPress its uniform selection with
+  `--scorer tova --obs-window 1` and `--scorer streaming`;
+- under ObservedAttentionPress (eager attention; no window) its uniform
+  selection with `--scorer observed --obs-window 0`;
+- under PyramidKVPress (window 4) its uniform selection with `--preset kvpress
+  --obs-window 4 --pyramid` (kvpress's float schedule: on the random model
+  budget 90 gives layer budgets 175.5, 118.5, 61.5, 4.5, rounded half to
+  even; 135 is clamped at q_len - w; 45 falls back to flat).
 
-at compression ratios whose kept count n_kept = int(N·(1 − cr)) is kvanalyze's
-budget B. kvpress's own choice is read from what its press returns (the
-gathered keys, matched back to their positions) or records
+kvanalyze reads one trace of the context and 8 more tokens with
+`--eval future:8`, so that its context is exactly what kvpress compresses;
+the budget B is kvpress's n_kept = Nc·(1 − cr), an integer in double
+precision for every ratio used. kvpress's own choice is read from what its
+press returns (the gathered keys, matched back to their positions) or records
 (`masked_key_indices`), not recomputed here. Positions whose scores tie
 (within 1e-6 relative, where float32 summation order decides) are named and
 not counted as disagreements.
@@ -33,58 +34,59 @@ import sys
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
-from harness import Checks, run, tool  # noqa: E402
+from harness import ROOT, Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
 
-import kvpress  # noqa: E402
 from kvpress import (AdaKVPress, ObservedAttentionPress, PyramidKVPress, SnapKVPress, StreamingLLMPress,  # noqa: E402
                      TOVAPress)
 
 c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
-c.check("kvpress is the pinned 0.5.5", kvpress.__version__ == "0.5.5" if hasattr(kvpress, "__version__")
-        else __import__("importlib.metadata").metadata.version("kvpress") == "0.5.5")
+c.check("kvpress is the pinned 0.5.5", __import__("importlib.metadata").metadata.version("kvpress") == "0.5.5")
 torch.set_num_threads(2)
-N, W = 200, 64
-d = os.path.join(c.tmp.name, "model")
-kvpress_model.build(d)
-ids = np.random.default_rng(5).integers(0, 101, N).tolist()
-pfile = os.path.join(c.tmp.name, "p.jsonl")
-with open(pfile, "w") as f:
-    f.write(json.dumps({"id": "p", "input_ids": ids}) + "\n")
-trace, out = os.path.join(c.tmp.name, "t.h5"), os.path.join(c.tmp.name, "res")
-r = run([tool("kvtrace"), "--model", d, "--prompts", pfile, "-o", trace, "--window", str(W)])
-budgets = {0.5: 100, 0.25: 150}   # cr -> n_kept = int(N * (1 - cr)), exact in double
-c.check("int(N * (1 - cr)) is the budget", all(int(N * (1 - cr)) == b for cr, b in budgets.items()))
-ALPHAS = (0.2, 0.9)   # kvpress's default, and one where its safeguard protects prefix positions (n_safe > w)
-RUNS = {alpha: ["--preset", "kvpress", "--alpha", str(alpha)] for alpha in ALPHAS}
-RUNS["tova"] = ["--scorer", "tova", "--obs-window", "1"]           # TOVAPress: the last token is its window
-RUNS["streaming"] = ["--scorer", "streaming", "--obs-window", "16"]  # sinks + the most recent positions
-ours = {}
-for alpha, opts in RUNS.items():
-    res = f"{out}-{alpha}"
-    r2 = run([tool("kvanalyze"), trace, "-o", res, "--kept", "-t", "0.9", *opts,
-              "-b", ",".join(str(b) for b in budgets.values())]) if r.returncode == 0 else r
-    if not c.check(f"kvtrace and kvanalyze {' '.join(opts)} --kept run",
-                   r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr):
+Q = 8               # held-out tokens after the context in kvanalyze's trace
+ALPHAS = (0.2, 0.9)
+PYRAMID_W = 4
+
+
+def kvanalyze_kept(label, model_dir, ids, runs):
+    """Traces ids + Q more tokens once; runs kvanalyze --eval future:Q per entry of runs
+    {key: (options, budgets)}; returns {(key, allocation, B, layer): [kept context positions per KV head]}."""
+    Nc = len(ids)
+    d = os.path.join(c.tmp.name, label)
+    os.makedirs(d)
+    pfile, trace = os.path.join(d, "p.jsonl"), os.path.join(d, "t.h5")
+    more = np.random.default_rng(7).integers(0, 100, Q).tolist()
+    with open(pfile, "w") as f:
+        f.write(json.dumps({"id": "p", "input_ids": ids + more}) + "\n")
+    r = run([tool("kvtrace"), "--model", model_dir, "--prompts", pfile, "-o", trace, "--window", "80"])
+    if not c.check(f"{label}: kvtrace runs", r.returncode == 0, r.stderr):
         c.finish()
-    with open(os.path.join(res, "kept.jsonl")) as f:
-        for line in f:
-            e = json.loads(line)
-            P = e["window_start"]
-            ours[(alpha, e["allocation"], e["budget"], e["layer"])] = [set(h) | set(range(P, N))
-                                                                      for h in e["kv_heads"]]
+    ours = {}
+    for key, (opts, budgets) in runs.items():
+        res = os.path.join(d, f"res-{key}")
+        r = run([tool("kvanalyze"), trace, "-o", res, "--kept", "-t", "0.9", "--eval", f"future:{Q}", *opts,
+                 "-b", ",".join(map(str, budgets))])
+        if not c.check(f"{label}: kvanalyze {' '.join(opts)} --kept runs", r.returncode == 0, r.stderr):
+            c.finish()
+        with open(os.path.join(res, "kept.jsonl")) as f:
+            for line in f:
+                e = json.loads(line)
+                ours[(key, e["allocation"], e["budget"], e["layer"])] = [set(h) | set(range(e["window_start"], Nc))
+                                                                        for h in e["kv_heads"]]
+        if key == "pyramid":
+            with open(os.path.join(res, "budgets.json")) as f:
+                c.check(f"{label}: budgets.json records the kvpress pyramid schedule",
+                        json.load(f)["parameters"].get("pyramid_schedule") == "kvpress")
+    return ours
 
-peer = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
 
-
-def kvpress_kept(press, inner, model=None, prompt=None):
-    """Runs the prompt under press; returns {layer: [set of kept positions per KV head]} and the scores
-    kvpress ranked, {layer: [KVH, N]}."""
-    model, prompt = model or peer, prompt or ids
+def kvpress_kept(model, ids, press, inner):
+    """Runs the context under press; returns {layer: [set of kept positions per KV head]} and the scores
+    kvpress ranked, {layer: [KVH, Nc]}."""
     kept, scores = {}, {}
     orig = press.compress
 
@@ -106,7 +108,7 @@ def kvpress_kept(press, inner, model=None, prompt=None):
 
     press.compress = compress
     with torch.no_grad(), press(model):
-        model(torch.tensor([prompt]))
+        model(torch.tensor([ids]))
     return kept, scores
 
 
@@ -124,93 +126,72 @@ def compare(label, theirs, scores, mine):
                                                                                sorted(only_b)))
     c.check(f"{label}: every layer and KV head keeps the same positions"
             + (f" (ties named: {ties})" if ties else ""), not disagree, str(disagree[:2]))
-    return len(disagree)
 
 
-for cr, B in budgets.items():
-    snap = SnapKVPress(compression_ratio=cr)
-    theirs, scores = kvpress_kept(snap, snap)
-    c.check(f"SnapKVPress cr {cr}: kvpress kept {B} per KV head",
-            all(len(s) == B for sets in theirs.values() for s in sets))
-    compare(f"SnapKVPress cr {cr} = kvanalyze uniform B {B}", theirs, scores,
-            {layer: ours[(ALPHAS[0], "uniform", B, layer)] for layer in theirs})
-    for name, press in (("tova", TOVAPress(compression_ratio=cr)), ("streaming", StreamingLLMPress(compression_ratio=cr))):
-        theirs, scores = kvpress_kept(press, press)
-        compare(f"{type(press).__name__} cr {cr} = kvanalyze --scorer {name} uniform B {B}", theirs, scores,
-                {layer: ours[(name, "uniform", B, layer)] for layer in theirs})
-    for alpha in ALPHAS:
-        inner = SnapKVPress(compression_ratio=cr)
-        ada = AdaKVPress(press=inner, alpha_safeguard=alpha)
-        theirs, scores = kvpress_kept(ada, inner)
-        c.check(f"AdaKVPress cr {cr} alpha {alpha}: the layer keeps 2 x {B}",
-                all(sum(map(len, sets)) == 2 * B for sets in theirs.values()))
-        compare(f"AdaKVPress(SnapKVPress) cr {cr} alpha {alpha} = kvanalyze adaptive B {B}", theirs, scores,
-                {layer: ours[(alpha, "adaptive", B, layer)] for layer in theirs})
+def suite(label, model_dir, ids, ratios, pyramid_ratios, pyramid_schedules=None):
+    Nc = len(ids)
+    budgets = {cr: int(Nc * (1 - cr)) for cr in ratios}
+    pyr_budgets = {cr: int(Nc * (1 - cr)) for cr in pyramid_ratios}
+    c.check(f"{label}: Nc (1 - cr) is an integer for every ratio",
+            all(Nc * (1 - cr) == b for cr, b in {**budgets, **pyr_budgets}.items()))
+    B = list(budgets.values())
+    runs = {alpha: (["--preset", "kvpress", "--alpha", str(alpha)], B) for alpha in ALPHAS}
+    runs["tova"] = (["--scorer", "tova", "--obs-window", "1"], B)              # the last token is its window
+    runs["streaming"] = (["--scorer", "streaming", "--obs-window", "16"], B)   # sinks + the most recent positions
+    runs["observed"] = (["--scorer", "observed", "--obs-window", "0"], B)
+    runs["pyramid"] = (["--preset", "kvpress", "--obs-window", str(PYRAMID_W), "--pyramid"], list(pyr_budgets.values()))
+    ours = kvanalyze_kept(label, model_dir, ids, runs)
+    sdpa, eager = (AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=a).eval()
+                   for a in ("sdpa", "eager"))
+    for cr, b in budgets.items():
+        snap = SnapKVPress(compression_ratio=cr)
+        theirs, scores = kvpress_kept(sdpa, ids, snap, snap)
+        c.check(f"{label} SnapKVPress cr {cr}: kvpress kept {b} per KV head",
+                all(len(s) == b for sets in theirs.values() for s in sets))
+        compare(f"{label} SnapKVPress cr {cr} = kvanalyze --preset kvpress uniform B {b}", theirs, scores,
+                {layer: ours[(ALPHAS[0], "uniform", b, layer)] for layer in theirs})
+        for alpha in ALPHAS:
+            inner = SnapKVPress(compression_ratio=cr)
+            theirs, scores = kvpress_kept(sdpa, ids, AdaKVPress(press=inner, alpha_safeguard=alpha), inner)
+            n_kv = len(next(iter(theirs.values())))
+            c.check(f"{label} AdaKVPress cr {cr} alpha {alpha}: each layer keeps {n_kv} x {b}",
+                    all(sum(map(len, sets)) == n_kv * b for sets in theirs.values()))
+            compare(f"{label} AdaKVPress(SnapKVPress) cr {cr} alpha {alpha} = kvanalyze adaptive B {b}", theirs,
+                    scores, {layer: ours[(alpha, "adaptive", b, layer)] for layer in theirs})
+        for key, press, model in (("tova", TOVAPress(compression_ratio=cr), sdpa),
+                                  ("streaming", StreamingLLMPress(compression_ratio=cr), sdpa),
+                                  ("observed", ObservedAttentionPress(compression_ratio=cr), eager)):
+            theirs, scores = kvpress_kept(model, ids, press, press)
+            compare(f"{label} {type(press).__name__} cr {cr} = kvanalyze --scorer {key} uniform B {b}", theirs,
+                    scores, {layer: ours[(key, "uniform", b, layer)] for layer in theirs})
+    for cr, b in pyr_budgets.items():
+        press = PyramidKVPress(compression_ratio=cr, window_size=PYRAMID_W)
+        want = [press.get_layer_budget(layer.self_attn, Nc) for layer in sdpa.model.layers]
+        if pyramid_schedules:
+            c.check(f"{label} PyramidKVPress cr {cr}: kvpress's layer budgets {want} are the ones worked out by hand",
+                    want == pyramid_schedules[b])
+        theirs, scores = kvpress_kept(sdpa, ids, press, press)
+        c.check(f"{label} PyramidKVPress cr {cr}: kvpress kept its layer budgets per KV head",
+                all(len(s) == want[layer] for layer, sets in theirs.items() for s in sets))
+        compare(f"{label} PyramidKVPress cr {cr} = kvanalyze --preset kvpress --pyramid uniform B {b} "
+                f"(layer budgets {min(want)}..{max(want)})", theirs, scores,
+                {layer: ours[("pyramid", "uniform", b, layer)] for layer in theirs})
 
-# ObservedAttentionPress: no window; kvanalyze sees the same 200-token context followed by 8 held-out tokens
-Q = 8
-po, to, reso = (os.path.join(c.tmp.name, x) for x in ("po.jsonl", "to.h5", "reso"))
-with open(po, "w") as f:
-    f.write(json.dumps({"id": "p", "input_ids": ids + np.random.default_rng(7).integers(0, 101, Q).tolist()}) + "\n")
-r = run([tool("kvtrace"), "--model", d, "--prompts", po, "-o", to, "--window", "16"])
-r2 = run([tool("kvanalyze"), to, "-o", reso, "--kept", "-t", "0.9", "--scorer", "observed", "--obs-window", "0",
-          "--eval", f"future:{Q}", "-b", ",".join(map(str, budgets.values()))]) if r.returncode == 0 else r
-if not c.check("kvtrace and kvanalyze --scorer observed --obs-window 0 run", r.returncode == 0 and r2.returncode == 0,
-               r.stderr + r2.stderr):
-    c.finish()
-mine_obs = {}
-with open(os.path.join(reso, "kept.jsonl")) as f:
-    for line in f:
-        e = json.loads(line)
-        if e["allocation"] == "uniform":
-            if e["layer"] == 0:
-                c.check(f"observed B {e['budget']}: no window kept whole (window_start {e['window_start']} = {N})",
-                        e["window_start"] == N)
-            mine_obs[(e["budget"], e["layer"])] = [set(h) for h in e["kv_heads"]]
-eager = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
-for cr, B in budgets.items():
-    press = ObservedAttentionPress(compression_ratio=cr)
-    theirs, scores = kvpress_kept(press, press, eager, ids)
-    c.check(f"ObservedAttentionPress cr {cr}: kvpress kept {B} per KV head",
-            all(len(s) == B for sets in theirs.values() for s in sets))
-    compare(f"ObservedAttentionPress cr {cr} = kvanalyze --scorer observed --obs-window 0 uniform B {B}",
-            theirs, scores, {layer: mine_obs[(B, layer)] for layer in theirs})
 
-# PyramidKVPress: kvpress's float schedule (docs/analyzer.md, Conventions) on a 4-layer model
-N4, W4 = 180, 4
-d4 = os.path.join(c.tmp.name, "model4")
-kvpress_model.build(d4, seed=1, n_layers=4)
-ids4 = np.random.default_rng(6).integers(0, 101, N4).tolist()
-p4, t4, res4 = (os.path.join(c.tmp.name, x) for x in ("p4.jsonl", "t4.h5", "res4"))
-with open(p4, "w") as f:
-    f.write(json.dumps({"id": "p", "input_ids": ids4}) + "\n")
-pyr_budgets = {0.5: 90, 0.25: 135, 0.75: 45}
-c.check("N4 * (1 - cr) is the budget, exactly", all(N4 * (1 - cr) == b for cr, b in pyr_budgets.items()))
-r = run([tool("kvtrace"), "--model", d4, "--prompts", p4, "-o", t4, "--window", "16"])
-r2 = run([tool("kvanalyze"), t4, "-o", res4, "--kept", "-t", "0.9", "--preset", "kvpress", "--obs-window", str(W4),
-          "--pyramid", "-b", ",".join(map(str, pyr_budgets.values()))]) if r.returncode == 0 else r
-if not c.check("kvtrace and kvanalyze --preset kvpress --pyramid run", r.returncode == 0 and r2.returncode == 0,
-               r.stderr + r2.stderr):
-    c.finish()
-mine4 = {}
-with open(os.path.join(res4, "kept.jsonl")) as f:
-    for line in f:
-        e = json.loads(line)
-        if e["allocation"] == "uniform":
-            mine4[(e["budget"], e["layer"])] = [set(h) | set(range(e["window_start"], N4)) for h in e["kv_heads"]]
-with open(os.path.join(res4, "budgets.json")) as f:
-    c.check("budgets.json records the kvpress pyramid schedule",
-            json.load(f)["parameters"].get("pyramid_schedule") == "kvpress")
-peer4 = AutoModelForCausalLM.from_pretrained(d4, dtype=torch.float32, attn_implementation="sdpa").eval()
-SCHEDULES = {90: [176, 118, 62, 4], 135: [176, 149, 121, 94], 45: [45] * 4}  # by hand from the docstring's rules
-for cr, B in pyr_budgets.items():
-    press = PyramidKVPress(compression_ratio=cr, window_size=W4)
-    want = [press.get_layer_budget(peer4.model.layers[i].self_attn, N4) for i in range(4)]
-    c.check(f"PyramidKVPress cr {cr}: kvpress's layer budgets {want} are the ones worked out by hand",
-            want == SCHEDULES[B])
-    theirs, scores = kvpress_kept(press, press, peer4, ids4)
-    c.check(f"PyramidKVPress cr {cr}: kvpress kept {want} per KV head by layer",
-            all(len(s) == want[layer] for layer, sets in theirs.items() for s in sets))
-    compare(f"PyramidKVPress cr {cr} = kvanalyze --preset kvpress --pyramid uniform B {B}",
-            theirs, scores, {layer: mine4[(B, layer)] for layer in theirs})
+d = os.path.join(c.tmp.name, "random-model")
+kvpress_model.build(d, n_layers=4)
+# kvpress's PyramidKV at Nc = 180, window 4, 4 layers, by hand from docs/analyzer.md's rules
+by_hand = {90: [176, 118, 62, 4], 135: [176, 149, 121, 94], 45: [45] * 4}
+suite("random", d, np.random.default_rng(5).integers(0, 101, 180).tolist(), (0.5, 0.25), (0.5, 0.25, 0.75), by_hand)
+
+SMOL = os.environ.get("KV_SMOLLM2_DIR") or os.path.join(ROOT, "models", "smollm2-135m-instruct")
+if os.path.isfile(os.path.join(SMOL, "CONVERTED")):
+    # the demo's prompts (chat turns, prose, code) one after another: a real context of 256 tokens
+    with open(os.path.join(ROOT, "demo", "prompts.jsonl")) as f:
+        text = "".join(json.loads(line)["text"] for line in f)
+    ids = AutoTokenizer.from_pretrained(SMOL)(text)["input_ids"]
+    if c.check("smollm2: the demo's prompts give 256 tokens", len(ids) >= 256, str(len(ids))):
+        suite("smollm2", SMOL, ids[:256], (0.5, 0.25), (0.5, 0.25, 0.75))
+else:
+    c.skip(f"smollm2: {SMOL} holds no converted SmolLM2-135M-Instruct (tools/smollm2.sh)")
 c.finish()
