@@ -54,6 +54,7 @@ typedef struct {
     float *colsum;   /* [H, N] */
     float *nearsum;  /* [H, N] the local-window mass of --r-local (traces without full maps) */
     float *values;   /* [KVH, N, hd] */
+    float *key_norm; /* [KVH, N] (--scorer knorm only) */
     float *wo;       /* [D, H*hd] */
     double *scores;  /* [KVH, N] */
     double *stmp;    /* [3N] */
@@ -318,7 +319,7 @@ static int adakv_layer(kv_run *R, const kv_prompt *p, int li, kv_error *err) {
     kv_layer_view view = {R->win, Wp, R->values, R->wo, N, H, KVH, t->head_dim, t->hidden_size};
     if (kv_loss_ctx_build(&lc, &view, w, ap->future_q, err)) return -1;
     if (P > 0) {
-        kv_adakv_scores(R->win, Wp, R->colsum, N, H, KVH, ap, R->scores, R->stmp);
+        kv_adakv_scores(R->win, Wp, R->colsum, R->key_norm, N, H, KVH, ap, R->scores, R->stmp);
         if (kv_adakv_orders(R->scores, KVH, P, R->head_order, R->all_order, err)) {
             kv_loss_ctx_free(&lc);
             return -1;
@@ -399,9 +400,10 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     if (!p) return -1;
     int H = t->n_heads, KVH = t->n_kv_heads, N = p->n_tokens, Wp = p->window_rows;
     size_t cap_win = 0, cap_cs = 0, cap_v = 0, cap_wo = 0, cap_s = 0, cap_t = 0, cap_o1 = 0,
-           cap_o2 = 0, cap_k = 0, cap_c = 0, cap_ns = 0;
+           cap_o2 = 0, cap_k = 0, cap_c = 0, cap_ns = 0, cap_kn = 0;
     void *win = NULL, *cs = NULL, *val = NULL, *wo = NULL, *sc = NULL, *st = NULL, *o1 = NULL,
-         *o2 = NULL, *kp = NULL, *cn = NULL, *ns = NULL;
+         *o2 = NULL, *kp = NULL, *cn = NULL, *ns = NULL, *kn = NULL;
+    int knorm = R->o->ada.scorer == KV_SCORER_KNORM;
     rows_source src;
     int rc = rows_source_of(t, p, R->o, &src, err);
     int near_k = src == ROWS_ACCUM ? near_index(t, R->o->fg.r_local) : -1;
@@ -414,9 +416,11 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         ensure(&o1, &cap_o1, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&o2, &cap_o2, (size_t)KVH * N * sizeof(int), err) ||
         ensure(&kp, &cap_k, (size_t)KVH * N, err) || ensure(&cn, &cap_c, (size_t)KVH * sizeof(int), err) ||
-        (src == ROWS_ACCUM && ensure(&ns, &cap_ns, (size_t)H * N * sizeof(float), err)))
+        (src == ROWS_ACCUM && ensure(&ns, &cap_ns, (size_t)H * N * sizeof(float), err)) ||
+        (knorm && ensure(&kn, &cap_kn, (size_t)KVH * N * sizeof(float), err)))
         rc = -1;
     R->win = win, R->colsum = cs, R->nearsum = ns, R->values = val, R->wo = wo, R->scores = sc, R->stmp = st;
+    R->key_norm = kn;
     R->head_order = o1, R->all_order = o2, R->keep = kp, R->counts = cn;
     R->agg.mean_tokens += N;
     if (src == ROWS_WINDOW) R->agg.n_rows_window++;
@@ -426,7 +430,8 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
         double t0 = omp_get_wtime();
         if (kv_prompt_read_colsum(p, li, R->colsum, err) || kv_prompt_read_window(p, li, R->win, err) ||
             kv_prompt_read_values(p, li, R->values, err) || kv_trace_read_wo(t, li, R->wo, err) ||
-            (src == ROWS_ACCUM && kv_prompt_read_nearsum(p, li, near_k, R->nearsum, err))) {
+            (src == ROWS_ACCUM && kv_prompt_read_nearsum(p, li, near_k, R->nearsum, err)) ||
+            (knorm && kv_prompt_read_key_norm(p, li, R->key_norm, err))) {
             rc = -1;
             break;
         }
@@ -451,6 +456,8 @@ static int run_prompt(kv_run *R, const char *id, kv_error *err) {
     free(kp);
     free(cn);
     free(ns);
+    free(kn);
+    R->key_norm = NULL;
     kv_prompt_close(p);
     return rc;
 }
@@ -634,7 +641,7 @@ static double analyze_bytes(const kv_trace *t, const kv_prompt *p) {
     double H = t->n_heads, KVH = t->n_kv_heads, hd = t->head_dim, D = t->hidden_size;
     double N = p->n_tokens, Wp = p->window_rows, G = H / KVH;
     double per_layer = 4 * (2 * H * Wp * N + H * N + KVH * N * hd + D * H * hd + H * Wp * D) +
-                       KVH * N * (8 + 4 + 4 + 1) + 16.0 * N;
+                       KVH * N * (8 + 4 + 4 + 4 + 1) + 16.0 * N; /* scores, orders, key norms, keep */
     double maps = 0;
     if (p->has_attn) {
         double rows = p->attn_fast ? p->attn_chunk_rows : 64, elem = p->attn_fast ? p->attn_elem : 4;
@@ -669,6 +676,9 @@ int kv_analyze(const kv_analyze_opts *o, FILE *summary, kv_error *err) {
         int bad = rows_source_of(t, p, o, &src, err); /* what FastGen can answer without maps */
         if (!bad && !p->has_values)
             bad = kv_fail(err, "%s: /prompts/%s: missing dataset 'values'", o->trace_path, p->id);
+        else if (!bad && o->ada.scorer == KV_SCORER_KNORM && !p->has_key_norm)
+            bad = kv_fail(err, "%s: /prompts/%s: --scorer knorm needs dataset 'key_norm', which kvtrace writes since "
+                               "2026-12-07: re-trace", o->trace_path, p->id);
         else if (!bad && p->window_rows < w + Q) {
             if (Q)
                 bad = kv_fail(err, "%s: /prompts/%s: --eval future:%d with --obs-window %d needs %d window rows, the trace has %d",

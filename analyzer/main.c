@@ -38,9 +38,10 @@ static void usage(FILE *fp) {
             "      --gqa mean|max      combine the query heads of a KV group (default mean)\n"
             "Ada-KV:\n"
             "  -b, --budgets B[,B..]   entries per KV head, window included (default 64,128,256,512,1024)\n"
-            "      --scorer snapkv|h2o|tova|streaming|observed  score used to rank positions (default\n"
-            "                          snapkv; tova: kvpress's TOVAPress, with --obs-window 1; observed:\n"
-            "                          its ObservedAttentionPress, with --obs-window 0 --eval future:Q)\n"
+            "      --scorer snapkv|h2o|tova|streaming|observed|knorm  score used to rank positions\n"
+            "                          (default snapkv; tova: kvpress's TOVAPress, with --obs-window 1;\n"
+            "                          observed, knorm: its ObservedAttentionPress, KnormPress, with\n"
+            "                          --obs-window 0 --eval future:Q)\n"
             "      --obs-window W      observation window w, kept whole (default 32; 0: none, with\n"
             "                          --eval future:Q and a scorer other than snapkv)\n"
             "      --pool max|avg|avg-padded|none  pooling of snapkv scores (default max; avg divides edge\n"
@@ -188,7 +189,7 @@ int main(int argc, char **argv) {
         case O_SCORER:
         {
             int k = kv_name_index(kv_scorer_names, KV_N_SCORERS, optarg);
-            if (k < 0) return fail("--scorer: expected snapkv, h2o, tova, streaming or observed, got '%s'", optarg);
+            if (k < 0) return fail("--scorer: expected snapkv, h2o, tova, streaming, observed or knorm, got '%s'", optarg);
             o.ada.scorer = (kv_scorer)k;
             break;
         }
@@ -269,7 +270,7 @@ int main(int argc, char **argv) {
     }
     if (!o.outdir) return fail("%s", "missing -o OUTDIR (see --help)");
     if (o.ada.obs_window == 0 && o.ada.scorer == KV_SCORER_SNAPKV)
-        return fail("%s", "--obs-window 0 leaves snapkv no rows to score (use --scorer h2o, tova, streaming or observed)");
+        return fail("%s", "--obs-window 0 leaves snapkv no rows to score (use --scorer h2o, tova, streaming, observed or knorm)");
     if (o.ada.obs_window == 0 && !o.ada.future_q)
         return fail("%s", "--obs-window 0 leaves --eval window no rows to evaluate (use --eval future:Q)");
     for (int i = 0; i < o.n_budgets; i++)

@@ -212,9 +212,9 @@ static int spec_mask(ref_ctx *r, const kv_spec *s, int layer, uint8_t *mask, kv_
     return 0;
 }
 
-static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *nearsum,
-                      const float *v, kv_error *err) {
-    (void)nearsum; /* fidelity accumulates no local windows (n_near 0) */
+static int layer_done(void *p, int layer, const kv_layer_capture *cap, kv_error *err) {
+    /* fidelity accumulates no local windows (n_near 0) and reads no keys */
+    const float *colsum = cap->colsum, *window = cap->window, *v = cap->v;
     ref_ctx *r = p;
     kv_fidelity_state *st = r->st;
     const kv_config *c = &r->m->cfg;
@@ -232,7 +232,7 @@ static int layer_done(void *p, int layer, const float *colsum, const float *wind
     if (r->any_adakv) {
         kv_adakv_params ap = r->p->ada;
         ap.scorer = KV_SCORER_SNAPKV, ap.gqa_max = 0, ap.future_q = Q;
-        kv_adakv_scores(window, Wp, colsum, N, H, KVH, &ap, r->scores, r->tmp);
+        kv_adakv_scores(window, Wp, colsum, NULL, N, H, KVH, &ap, r->scores, r->tmp);
         if (kv_adakv_orders(r->scores, KVH, Nc - w, r->head_order, r->all_order, err)) return -1;
     }
     /* the analyzer's actual L1 loss on the continuation rows (eval future:Q, no window) */

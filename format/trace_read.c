@@ -335,6 +335,7 @@ void kv_prompt_close(kv_prompt *p) {
     if (p->d_colsum >= 0) H5Dclose(p->d_colsum);
     if (p->d_window >= 0) H5Dclose(p->d_window);
     if (p->d_values >= 0) H5Dclose(p->d_values);
+    if (p->d_key_norm >= 0) H5Dclose(p->d_key_norm);
     if (p->d_nearsum >= 0) H5Dclose(p->d_nearsum);
     if (p->group >= 0) H5Gclose(p->group);
     free(p->flags);
@@ -350,7 +351,7 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err) {
     kv_prompt *p = kv_calloc(1, sizeof *p, err);
     if (!p) return NULL;
     p->trace = t;
-    p->group = p->d_attn = p->d_colsum = p->d_window = p->d_values = p->d_nearsum = -1;
+    p->group = p->d_attn = p->d_colsum = p->d_window = p->d_values = p->d_key_norm = p->d_nearsum = -1;
     snprintf(p->id, sizeof p->id, "%s", id);
     char gname[KV_PROMPT_ID_MAX + 16], where[1200];
     snprintf(gname, sizeof gname, "prompts/%s", id);
@@ -412,6 +413,11 @@ kv_prompt *kv_prompt_open(const kv_trace *t, const char *id, kv_error *err) {
         long long dv[4] = {L, KVH, N, hd};
         if ((p->d_values = open_dataset(p->group, "values", where, H5T_FLOAT, 4, dv, err)) < 0) goto fail;
         p->has_values = 1;
+    }
+    if (H5Lexists(p->group, "key_norm", H5P_DEFAULT) > 0) {
+        long long dk[3] = {L, KVH, N};
+        if ((p->d_key_norm = open_dataset(p->group, "key_norm", where, H5T_FLOAT, 3, dk, err)) < 0) goto fail;
+        p->has_key_norm = 1;
     }
     if (t->n_near > 0 && H5Lexists(p->group, "nearsum", H5P_DEFAULT) > 0) {
         long long dn[4] = {L, t->n_near, H, N};
@@ -478,6 +484,15 @@ int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err)
     hsize_t start[4] = {(hsize_t)li, 0, 0, 0};
     hsize_t count[4] = {1, (hsize_t)p->trace->n_kv_heads, (hsize_t)p->n_tokens, (hsize_t)p->trace->head_dim};
     return read_slab(p->d_values, 4, start, count, out, where, "values", err);
+}
+
+int kv_prompt_read_key_norm(const kv_prompt *p, int li, float *out, kv_error *err) {
+    char where[1200];
+    pwhere(p, where, sizeof where);
+    if (!p->has_key_norm) return kv_fail(err, "%s: missing dataset 'key_norm' (traced before kvtrace wrote it)", where);
+    hsize_t start[3] = {(hsize_t)li, 0, 0};
+    hsize_t count[3] = {1, (hsize_t)p->trace->n_kv_heads, (hsize_t)p->n_tokens};
+    return read_slab(p->d_key_norm, 3, start, count, out, where, "key_norm", err);
 }
 
 int kv_prompt_read_nearsum(const kv_prompt *p, int li, int k, float *out, kv_error *err) {

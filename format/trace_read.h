@@ -52,12 +52,13 @@ typedef struct {
     int window_rows;       /* W' = rows of the "window" dataset */
     int has_attn;          /* 1 when "attn" [L, H, N, N] exists */
     int has_values;
+    int has_key_norm;      /* 1 when "key_norm" [L, KVH, N] exists (traces since 2026-12-07) */
     int has_pieces;
     int has_nearsum;       /* 1 when "nearsum" [L, n_near, H, N] exists */
     int near_w[KV_MAX_NEAR]; /* [n_near] its local windows, in positions */
     uint8_t *flags;        /* [N] token flags (KV_FLAG_*) */
     int64_t group;         /* hid_t */
-    int64_t d_attn, d_colsum, d_window, d_values, d_nearsum; /* hid_t; -1 when absent */
+    int64_t d_attn, d_colsum, d_window, d_values, d_key_norm, d_nearsum; /* hid_t; -1 when absent */
     /* fast path for attn: raw chunks [1, 1, rows, N] decompressed on threads */
     int attn_fast;         /* 1 when usable (float32/float16 LE, shuffle and/or deflate only) */
     int attn_elem;         /* bytes per stored element: 4 or 2 */
@@ -110,6 +111,8 @@ int kv_prompt_scan_batch_chunks(const kv_prompt *p, int nh);
 int kv_prompt_read_window(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_colsum(const kv_prompt *p, int li, float *out, kv_error *err);
 int kv_prompt_read_values(const kv_prompt *p, int li, float *out, kv_error *err);
+/* out [KVH, N]: the L2 norm of every cached key (after RoPE) */
+int kv_prompt_read_key_norm(const kv_prompt *p, int li, float *out, kv_error *err);
 /* nearsum of r_l number k (p->trace->near_r_local[k]): out [H, N] */
 int kv_prompt_read_nearsum(const kv_prompt *p, int li, int k, float *out, kv_error *err);
 

@@ -23,7 +23,8 @@ kv_trace_writer *kv_trace_create(const char *path, int force, int resume, const 
     kv_trace_writer *w = kv_calloc(1, sizeof *w, err);
     if (!w) return NULL;
     w->meta = *meta;
-    w->mfile = w->pfile = w->group = w->d_colsum = w->d_window = w->d_values = w->d_attn = w->d_nearsum = -1;
+    w->mfile = w->pfile = w->group = w->d_colsum = w->d_window = w->d_values = w->d_key_norm = w->d_attn =
+        w->d_nearsum = -1;
     w->f16 = H5Tcopy(H5T_IEEE_F32LE);
     H5Tset_fields(w->f16, 15, 10, 5, 0, 10);
     H5Tset_size(w->f16, 2);
@@ -87,7 +88,7 @@ int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *e
 
 /* Closes the prompt in flight; with discard its temporary file goes too. */
 static void close_prompt(kv_trace_writer *w, int discard) {
-    hid_t *ids[] = {&w->d_colsum, &w->d_window, &w->d_values, &w->d_attn, &w->d_nearsum};
+    hid_t *ids[] = {&w->d_colsum, &w->d_window, &w->d_values, &w->d_key_norm, &w->d_attn, &w->d_nearsum};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         if (*ids[i] >= 0) {
             H5Dclose(*ids[i]);
@@ -153,7 +154,9 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
         w->d_colsum = kv_h5_make_dataset(w->group, "colsum", H5T_IEEE_F32LE, 3, cs_dims, cs_chunk, 0);
         w->d_window = kv_h5_make_dataset(w->group, "window", H5T_IEEE_F32LE, 4, w_dims, w_chunk, 0);
         w->d_values = kv_h5_make_dataset(w->group, "values", H5T_IEEE_F32LE, 4, v_dims, v_chunk, 0);
-        bad = w->d_colsum < 0 || w->d_window < 0 || w->d_values < 0;
+        hsize_t kn_dims[3] = {L, (hsize_t)m->n_kv_heads, N}, kn_chunk[3] = {1, (hsize_t)m->n_kv_heads, N};
+        w->d_key_norm = kv_h5_make_dataset(w->group, "key_norm", H5T_IEEE_F32LE, 3, kn_dims, kn_chunk, 0);
+        bad = w->d_colsum < 0 || w->d_window < 0 || w->d_values < 0 || w->d_key_norm < 0;
     }
     if (!bad && m->n_near > 0) {
         hsize_t ns_dims[4] = {L, (hsize_t)m->n_near, H, N}, ns_chunk[4] = {1, 1, H, N};
@@ -176,18 +179,20 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
     return 0;
 }
 
-int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, const float *window,
-                         const float *nearsum, const float *values, kv_error *err) {
+int kv_trace_write_layer(kv_trace_writer *w, int slot, const kv_trace_layer *layer, kv_error *err) {
     const kv_trace_meta *m = &w->meta;
     hsize_t N = (hsize_t)w->n, H = (hsize_t)m->n_heads;
     hsize_t s3[3] = {(hsize_t)slot, 0, 0}, c3[3] = {1, H, N};
     hsize_t s4[4] = {(hsize_t)slot, 0, 0, 0}, cw[4] = {1, H, (hsize_t)w->wrows, N};
     hsize_t cv[4] = {1, (hsize_t)m->n_kv_heads, N, (hsize_t)m->head_dim};
-    if (kv_h5_write_block(w->d_colsum, H5T_NATIVE_FLOAT, 3, s3, c3, colsum) ||
-        kv_h5_write_block(w->d_window, H5T_NATIVE_FLOAT, 4, s4, cw, window) ||
-        kv_h5_write_block(w->d_values, H5T_NATIVE_FLOAT, 4, s4, cv, values) ||
-        (m->n_near > 0 && (!nearsum || kv_h5_write_block(w->d_nearsum, H5T_NATIVE_FLOAT, 4, s4,
-                                                         (hsize_t[4]){1, (hsize_t)m->n_near, H, N}, nearsum))))
+    if (kv_h5_write_block(w->d_colsum, H5T_NATIVE_FLOAT, 3, s3, c3, layer->colsum) ||
+        kv_h5_write_block(w->d_window, H5T_NATIVE_FLOAT, 4, s4, cw, layer->window) ||
+        kv_h5_write_block(w->d_values, H5T_NATIVE_FLOAT, 4, s4, cv, layer->values) ||
+        kv_h5_write_block(w->d_key_norm, H5T_NATIVE_FLOAT, 3, s3, (hsize_t[3]){1, (hsize_t)m->n_kv_heads, N},
+                          layer->key_norm) ||
+        (m->n_near > 0 && (!layer->nearsum || kv_h5_write_block(w->d_nearsum, H5T_NATIVE_FLOAT, 4, s4,
+                                                                (hsize_t[4]){1, (hsize_t)m->n_near, H, N},
+                                                                layer->nearsum))))
         return kv_fail(err, "%s: cannot write layer slot %d (disk full?)", w->ptmp, slot);
     return 0;
 }

@@ -60,10 +60,15 @@ const char *kv_trace_index_path(const kv_trace_writer *w);
  * (ignored when resuming: the interrupted run wrote them). */
 int kv_trace_write_wo(kv_trace_writer *w, int slot, const float *wo, kv_error *err);
 int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error *err);
-/* colsum [H, N], window [H, W', N], nearsum [n_near, H, N] (NULL when
- * n_near is 0), values [KVH, N, hd] of traced slot `slot` */
-int kv_trace_write_layer(kv_trace_writer *w, int slot, const float *colsum, const float *window,
-                         const float *nearsum, const float *values, kv_error *err);
+/* One traced layer of the current prompt (docs/trace-format.md). */
+typedef struct {
+    const float *colsum;   /* [H, N] */
+    const float *window;   /* [H, W', N] */
+    const float *nearsum;  /* [n_near, H, N] (NULL when n_near is 0) */
+    const float *values;   /* [KVH, N, hd] */
+    const float *key_norm; /* [KVH, N] L2 norm of each cached key */
+} kv_trace_layer;
+int kv_trace_write_layer(kv_trace_writer *w, int slot, const kv_trace_layer *layer, kv_error *err);
 /* probs [rows, n_keys] = rows row0.. of head `head`'s map; columns >= n_keys are zero */
 int kv_trace_write_map_block(kv_trace_writer *w, int slot, int head, int row0, int rows, const float *probs,
                              int n_keys, kv_error *err);

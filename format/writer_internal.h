@@ -36,7 +36,7 @@ struct kv_trace_writer {
     done_prompt *done;         /* completed prompts, in index order */
     int n_done, cap_done;
     /* the prompt in flight */
-    hid_t pfile, group, d_colsum, d_window, d_values, d_attn, d_nearsum;
+    hid_t pfile, group, d_colsum, d_window, d_values, d_key_norm, d_attn, d_nearsum;
     char *ptmp, *pname;
     char *pid;
     int n, wrows;

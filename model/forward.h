@@ -5,6 +5,15 @@
 
 #include "model/model.h"
 
+/* What one layer hands to the trace: host pointers, valid during layer_done. */
+typedef struct {
+    const float *colsum;  /* [H, N] */
+    const float *window;  /* [H, W', N] */
+    const float *nearsum; /* [n_near, H, N] (NULL when n_near is 0; kernels/kernels.h) */
+    const float *v;       /* [N, KVH·hd] value vectors after v_proj, bias included */
+    const float *k;       /* [N, KVH·hd] key vectors as a KV cache holds them: after k_proj, k_norm and RoPE */
+} kv_layer_capture;
+
 typedef struct {
     void *ctx;
     int window;                                   /* W: attention rows kept from the end */
@@ -12,11 +21,7 @@ typedef struct {
     const int *near_w;                            /* [n_near] their lengths in positions, each >= 0 */
     int (*want_layer)(void *ctx, int layer);      /* capture this layer? */
     kv_map_sink *(*map_sink)(void *ctx, int layer); /* full maps of this layer, or NULL */
-    /* Host pointers, valid during the call: colsum [H, N], window [H, W', N],
-     * nearsum [n_near, H, N] (NULL when n_near is 0; kernels/kernels.h),
-     * v [N, KVH·hd] (value vectors after v_proj, bias included). */
-    int (*layer_done)(void *ctx, int layer, const float *colsum, const float *window, const float *nearsum,
-                      const float *v, kv_error *err);
+    int (*layer_done)(void *ctx, int layer, const kv_layer_capture *cap, kv_error *err);
     void (*progress)(void *ctx, int layer);       /* optional: called as each layer finishes */
 } kv_capture_hooks;
 

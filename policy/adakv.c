@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "streaming", "observed"};
+const char *const kv_scorer_names[KV_N_SCORERS] = {"snapkv", "h2o", "tova", "streaming", "observed", "knorm"};
 const char *const kv_pool_names[KV_N_POOLS] = {"max", "avg", "none", "avg-padded"};
 const char *const kv_safeguard_names[KV_N_SAFEGUARDS] = {"protect", "kvpress", "blend"};
 const char *const kv_gqa_order_names[KV_N_GQA_ORDERS] = {"combine-pool", "pool-combine"};
@@ -55,7 +55,7 @@ void kv_pool1d(const double *in, int P, kv_pool pool, int kernel, double *out) {
     }
 }
 
-void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H, int KVH,
+void kv_adakv_scores(const float *win, int Wp, const float *colsum, const float *key_norm, int N, int H, int KVH,
                      const kv_adakv_params *p, double *out, double *tmp) {
     int w = p->obs_window, Q = p->future_q;
     int Nc = N - Q, P = Nc - w;
@@ -63,6 +63,11 @@ void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H
     int wrow0 = N - Wp; /* query position of window row 0 */
     if (P <= 0) return;
     double *s = tmp, *comb = tmp + N, *pooled = tmp + 2 * (size_t)N;
+    if (p->scorer == KV_SCORER_KNORM) { /* per KV head: no group to combine, no pooling */
+        for (int g = 0; g < KVH; g++)
+            for (int j = 0; j < P; j++) out[(size_t)g * P + j] = -(double)key_norm[(size_t)g * N + j];
+        return;
+    }
     if (p->scorer == KV_SCORER_TOVA || p->scorer == KV_SCORER_STREAMING) { /* one row of scores for every KV head */
         for (int j = 0; j < P; j++) s[j] = 0;
         if (p->scorer == KV_SCORER_TOVA)

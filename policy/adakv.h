@@ -16,9 +16,12 @@
  * (StreamingLLM; kvpress's StreamingLLMPress);
  * observed: colsum over the context rows divided by the rows that see the
  * position, colsum[j] / (Nc - j) (kvpress's ObservedAttentionPress; use
- * --obs-window 0, which it has not) */
+ * --obs-window 0, which it has not);
+ * knorm: minus the L2 norm of the cached key, per KV head (kvpress's
+ * KnormPress: the smallest norms are kept; use --obs-window 0) */
 typedef enum {
-    KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_SCORER_TOVA, KV_SCORER_STREAMING, KV_SCORER_OBSERVED, KV_N_SCORERS
+    KV_SCORER_SNAPKV, KV_SCORER_H2O, KV_SCORER_TOVA, KV_SCORER_STREAMING, KV_SCORER_OBSERVED, KV_SCORER_KNORM,
+    KV_N_SCORERS
 } kv_scorer;
 #define KV_STREAMING_SINKS 4 /* StreamingLLM's attention sinks: the first 4 positions */
 /* avg: divided by the positions inside the prompt; avg-padded: the zero
@@ -47,7 +50,7 @@ typedef enum { KV_GQA_COMBINE_POOL, KV_GQA_POOL_COMBINE, KV_N_GQA_ORDERS } kv_gq
  * when its shape conditions fail */
 typedef enum { KV_PYRAMID_ADAKV, KV_PYRAMID_KVPRESS, KV_N_PYRAMIDS } kv_pyramid_schedule;
 
-extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming, observed */
+extern const char *const kv_scorer_names[KV_N_SCORERS];      /* snapkv, h2o, tova, streaming, observed, knorm */
 extern const char *const kv_pool_names[KV_N_POOLS];          /* max, avg, none, avg-padded */
 extern const char *const kv_safeguard_names[KV_N_SAFEGUARDS];/* protect, kvpress, blend */
 extern const char *const kv_gqa_order_names[KV_N_GQA_ORDERS];/* combine-pool, pool-combine */
@@ -83,9 +86,10 @@ void kv_adakv_conventions(const kv_adakv_params *p, int pyramid, char *out, size
  * Nc = N - future_q the context length.
  *   win    [H, Wp, N]  the trace's window rows (row r is query N - Wp + r)
  *   colsum [H, N]
+ *   key_norm [KVH, N]   the cached keys' L2 norms (knorm only; else may be NULL)
  *   out    [KVH, P]
  *   tmp    scratch of 3*N doubles */
-void kv_adakv_scores(const float *win, int Wp, const float *colsum, int N, int H, int KVH,
+void kv_adakv_scores(const float *win, int Wp, const float *colsum, const float *key_norm, int N, int H, int KVH,
                      const kv_adakv_params *p, double *out, double *tmp);
 
 /* 1-D pooling along positions, stride 1, same length; the kernel window is

@@ -156,6 +156,8 @@ expect_error("bad-eval", [base, "-o", "OUT", "--eval", "later"], "--eval")
 expect_error("bad-kernel", [base, "-o", "OUT", "--kernel", "4"], "--kernel")
 expect_error("obs-window-0-snapkv", [base, "-o", "OUT", "--obs-window", "0", "--eval", "future:4"], "snapkv")
 expect_error("obs-window-0-eval-window", [base, "-o", "OUT", "--obs-window", "0", "--scorer", "h2o"], "future:Q")
+expect_error("knorm-without-key-norm", [variant("nokn", lambda f: f.__delitem__("prompts/p0/key_norm")), "-o", "OUT",
+                                        "--scorer", "knorm", "--obs-window", "0", "--eval", "future:4"], "key_norm")
 expect_error("bad-pyramid-schedule", [base, "-o", "OUT", "--pyramid=steep"], "--pyramid")
 expect_error("bad-preset", [base, "-o", "OUT", "--preset", "snapkv"], "--preset")
 expect_error("bad-safeguard", [base, "-o", "OUT", "--safeguard", "none"], "--safeguard")

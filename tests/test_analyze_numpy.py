@@ -150,6 +150,9 @@ compare("observed-no-window", t1, ["-b", "20,40", "--scorer", "observed", "--obs
                                    "--preset", "kvpress", "--alpha", "0.3"],
         dict(budgets=[20, 40], scorer="observed", w=0, Q=8, pool="avg-padded", kernel=5, gqa_order="pool-combine",
              safeguard="kvpress", alpha=0.3))
+compare("knorm-no-window", t1, ["-b", "20,40", "--scorer", "knorm", "--obs-window", "0", "--eval", "future:8",
+                                "--safeguard", "blend"],
+        dict(budgets=[20, 40], scorer="knorm", w=0, Q=8, safeguard="blend"))
 compare("observed-gqa-max", t1, ["-b", "40", "--scorer", "observed", "--gqa", "max"],
         dict(budgets=[40], scorer="observed", gqa="max"))
 # the same numbers through HDF5's own reads (not the raw-chunk reader), and with

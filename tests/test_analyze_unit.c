@@ -119,14 +119,27 @@ START_TEST(safeguards) {
 END_TEST
 
 START_TEST(pyramid_schedule) {
-    /* b = 96: min = 4, max = 188, steps = 184/31 = 5 */
-    ck_assert_int_eq(kv_pyramid_prefix_budget(96, 0, 32, 4000), 188);
-    ck_assert_int_eq(kv_pyramid_prefix_budget(96, 31, 32, 4000), 188 - 31 * 5);
+    const kv_pyramid_schedule A = KV_PYRAMID_ADAKV, K = KV_PYRAMID_KVPRESS;
+    /* FFY0/AdaKV, integers on b = 96: min = 4, max = 188, steps = 184/31 = 5 (w plays no part) */
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 96, 32, 0, 32, 4000), 188);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 96, 32, 31, 32, 4000), 188 - 31 * 5);
     /* max clamped to the prefix length P = 150: min = 192 - 150 = 42 */
-    ck_assert_int_eq(kv_pyramid_prefix_budget(96, 0, 16, 150), 150);
-    ck_assert_int_eq(kv_pyramid_prefix_budget(96, 15, 16, 150), 150 - 15 * 7);
-    ck_assert_int_eq(kv_pyramid_prefix_budget(96, 3, 1, 150), 96);
-    ck_assert_int_eq(kv_pyramid_prefix_budget(200, 3, 16, 150), 200); /* evicts nothing */
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 96, 32, 0, 16, 150), 150);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 96, 32, 15, 16, 150), 150 - 15 * 7);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 96, 32, 3, 1, 150), 96);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(A, 200, 32, 3, 16, 150), 200); /* evicts nothing */
+    /* kvpress, doubles on x = b + w = 90 with w = 4, q_len = 180: min 4.5, max 175.5, steps 57,
+     * layer budgets 175.5 118.5 61.5 4.5 rounded half to even, less the window */
+    int want[4] = {176, 118, 62, 4};
+    for (int l = 0; l < 4; l++) ck_assert_int_eq(kv_pyramid_prefix_budget(K, 86, 4, l, 4, 176), want[l] - 4);
+    /* x = 135: max 263.25 >= q_len - w = 176, so max = 176 and min = 94 */
+    ck_assert_int_eq(kv_pyramid_prefix_budget(K, 131, 4, 0, 4, 176), 176 - 4);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(K, 131, 4, 3, 4, 176), 94 - 4);
+    /* x = 45: min 2.25 < w, kvpress's flat fallback */
+    ck_assert_int_eq(kv_pyramid_prefix_budget(K, 41, 4, 2, 4, 176), 41);
+    /* with kvpress's window 64 every x below 20 w = 1280 falls back */
+    ck_assert_int_eq(kv_pyramid_prefix_budget(K, 1000, 64, 0, 16, 100000), 1000);
+    ck_assert_int_eq(kv_pyramid_prefix_budget(K, 1300 - 64, 64, 0, 16, 100000) + 64, 2 * 1300 - 65);
 }
 END_TEST
 

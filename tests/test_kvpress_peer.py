@@ -11,8 +11,9 @@ layer's KV heads keep
   takes first; 0.9 protects prefix positions too);
 - under TOVAPress and StreamingLLMPress its uniform selection with
   `--scorer tova --obs-window 1` and `--scorer streaming`;
-- under ObservedAttentionPress (eager attention; no window) its uniform
-  selection with `--scorer observed --obs-window 0`;
+- under ObservedAttentionPress (eager attention; no window) and KnormPress
+  its uniform selection with `--scorer observed --obs-window 0` and
+  `--scorer knorm --obs-window 0` (the trace's key norms);
 - under PyramidKVPress (window 4) its uniform selection with `--preset kvpress
   --obs-window 4 --pyramid` (kvpress's float schedule: on the random model
   budget 90 gives layer budgets 175.5, 118.5, 61.5, 4.5, rounded half to
@@ -40,8 +41,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref
 from harness import ROOT, Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
 
-from kvpress import (AdaKVPress, ObservedAttentionPress, PyramidKVPress, SnapKVPress, StreamingLLMPress,  # noqa: E402
-                     TOVAPress)
+from kvpress import (AdaKVPress, KnormPress, ObservedAttentionPress, PyramidKVPress, SnapKVPress,  # noqa: E402
+                     StreamingLLMPress, TOVAPress)
 
 c = Checks("kvpress_peer")
 c.check("transformers is the pinned 4.57.6", transformers.__version__ == "4.57.6", transformers.__version__)
@@ -139,6 +140,7 @@ def suite(label, model_dir, ids, ratios, pyramid_ratios, pyramid_schedules=None)
     runs["tova"] = (["--scorer", "tova", "--obs-window", "1"], B)              # the last token is its window
     runs["streaming"] = (["--scorer", "streaming", "--obs-window", "16"], B)   # sinks + the most recent positions
     runs["observed"] = (["--scorer", "observed", "--obs-window", "0"], B)
+    runs["knorm"] = (["--scorer", "knorm", "--obs-window", "0"], B)
     runs["pyramid"] = (["--preset", "kvpress", "--obs-window", str(PYRAMID_W), "--pyramid"], list(pyr_budgets.values()))
     ours = kvanalyze_kept(label, model_dir, ids, runs)
     sdpa, eager = (AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=a).eval()
@@ -160,7 +162,8 @@ def suite(label, model_dir, ids, ratios, pyramid_ratios, pyramid_schedules=None)
                     scores, {layer: ours[(alpha, "adaptive", b, layer)] for layer in theirs})
         for key, press, model in (("tova", TOVAPress(compression_ratio=cr), sdpa),
                                   ("streaming", StreamingLLMPress(compression_ratio=cr), sdpa),
-                                  ("observed", ObservedAttentionPress(compression_ratio=cr), eager)):
+                                  ("observed", ObservedAttentionPress(compression_ratio=cr), eager),
+                                  ("knorm", KnormPress(compression_ratio=cr), sdpa)):
             theirs, scores = kvpress_kept(model, ids, press, press)
             compare(f"{label} {type(press).__name__} cr {cr} = kvanalyze --scorer {key} uniform B {b}", theirs,
                     scores, {layer: ours[(key, "uniform", b, layer)] for layer in theirs})

@@ -37,6 +37,9 @@ static void make_maps(float *maps) {
  * 50-row blocks (not aligned to chunks: HDF5's pipeline). Blocks are
  * [rows, n_keys] with n_keys = the block's last row + 1, as the backends
  * hand them over. */
+/* a distinct value per traced slot, KV head and position */
+static float key_norm_at(int slot, int k) { return (float)(slot * 1000 + k) * 0.25f; }
+
 static void write_trace(const char *path, int f16, int deflate, const float *maps) {
     int layers[L] = {0, 1};
     kv_trace_meta meta = {.model_name = "writer-test", .config_json = "{}", .architecture = "LlamaForCausalLM",
@@ -54,7 +57,9 @@ static void write_trace(const char *path, int f16, int deflate, const float *map
     ck_assert_msg(kv_trace_begin_prompt(w, &p, &err) == 0, "%s", err.msg);
     float *colsum = calloc((size_t)H * N, sizeof *colsum), *win = malloc((size_t)H * W * N * sizeof *win);
     float *vals = calloc((size_t)KVH * N * HD, sizeof *vals), *blk = malloc((size_t)N * N * sizeof *blk);
+    float *knorm = malloc((size_t)KVH * N * sizeof *knorm);
     for (int s = 0; s < L; s++) {
+        for (int k = 0; k < KVH * N; k++) knorm[k] = key_norm_at(s, k);
         for (int h = 0; h < H; h++) {
             const float *m = maps + ((size_t)s * H + h) * N * N;
             for (int i = 0; i < N; i++)
@@ -67,13 +72,14 @@ static void write_trace(const char *path, int f16, int deflate, const float *map
                 ck_assert_msg(kv_trace_write_map_block(w, s, h, r0, r1 - r0, blk, r1, &err) == 0, "%s", err.msg);
             }
         }
-        ck_assert_msg(kv_trace_write_layer(w, s, colsum, win, NULL, vals, &err) == 0, "%s", err.msg);
+        kv_trace_layer out = {.colsum = colsum, .window = win, .values = vals, .key_norm = knorm};
+        ck_assert_msg(kv_trace_write_layer(w, s, &out, &err) == 0, "%s", err.msg);
         memset(colsum, 0, (size_t)H * N * sizeof *colsum);
     }
     ck_assert_int_eq(kv_trace_write_logits(w, logits, &err), 0);
     ck_assert_msg(kv_trace_end_prompt(w, &err) == 0, "%s", err.msg);
     ck_assert_msg(kv_trace_commit(w, &err) == 0, "%s", err.msg);
-    free(colsum), free(win), free(vals), free(blk);
+    free(colsum), free(win), free(vals), free(blk), free(knorm);
 }
 
 static void read_back(const char *path, int plain, int f16, const float *maps) {
@@ -94,6 +100,12 @@ static void read_back(const char *path, int plain, int f16, const float *maps) {
             ck_assert_msg(got[k] == want, "slot %d head %zu row %zu col %zu: %g != %g (f16 %d, plain reader %d)", s,
                           k / ((size_t)N * N), k / N % N, k % N, got[k], want, f16, plain);
         }
+    }
+    float kn[KVH * N];
+    ck_assert_int_eq(p->has_key_norm, 1);
+    for (int s = 0; s < L; s++) {
+        ck_assert_msg(kv_prompt_read_key_norm(p, s, kn, &err) == 0, "%s", err.msg);
+        for (int k = 0; k < KVH * N; k++) ck_assert_float_eq(kn[k], key_norm_at(s, k));
     }
     free(got);
     kv_prompt_close(p);

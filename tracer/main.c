@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -288,6 +289,7 @@ typedef struct {
     int n;                     /* tokens of the current prompt */
     int near_w[KV_MAX_NEAR];   /* its local windows, one per --local-ratio */
     float *values;             /* [KVH, N, hd] staging for the transpose */
+    float *key_norm;           /* [KVH, N] */
     kv_map_sink sink;
     int sink_slot;
     /* progress */
@@ -347,15 +349,20 @@ static kv_map_sink *map_sink(void *p, int layer) {
     return &t->sink;
 }
 
-static int layer_done(void *p, int layer, const float *colsum, const float *window, const float *nearsum,
-                      const float *v, kv_error *err) {
+static int layer_done(void *p, int layer, const kv_layer_capture *cap, kv_error *err) {
     trace_ctx *t = p;
     if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
     int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
-    for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd] */
-        for (int i = 0; i < n; i++)
-            memcpy(t->values + ((size_t)g * n + i) * hd, v + ((size_t)i * kvh + g) * hd, hd * sizeof(float));
-    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], colsum, window, nearsum, t->values, err);
+    for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd]; the keys' L2 norms [KVH, N] */
+        for (int i = 0; i < n; i++) {
+            memcpy(t->values + ((size_t)g * n + i) * hd, cap->v + ((size_t)i * kvh + g) * hd, hd * sizeof(float));
+            const float *k = cap->k + ((size_t)i * kvh + g) * hd;
+            double ss = 0;
+            for (int d = 0; d < hd; d++) ss += (double)k[d] * k[d];
+            t->key_norm[(size_t)g * n + i] = (float)sqrt(ss);
+        }
+    kv_trace_layer out = {cap->colsum, cap->window, cap->nearsum, t->values, t->key_norm};
+    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], &out, err);
 }
 
 static void progress(void *p, int layer) {
@@ -388,7 +395,8 @@ static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_
     t->n = p->n_ids;
     t->prompt_id = p->id;
     t->values = kv_malloc((size_t)c->n_kv_heads * p->n_ids * c->head_dim * sizeof(float), err);
-    if (!t->values || kv_trace_begin_prompt(t->w, &tp, err)) goto done;
+    t->key_norm = kv_malloc((size_t)c->n_kv_heads * p->n_ids * sizeof(float), err);
+    if (!t->values || !t->key_norm || kv_trace_begin_prompt(t->w, &tp, err)) goto done;
     kv_capture_hooks hooks = {.ctx = t, .window = o->window, .n_near = o->n_local_ratios, .near_w = t->near_w,
                               .want_layer = want_layer, .map_sink = map_sink, .layer_done = layer_done,
                               .progress = progress};
@@ -406,7 +414,8 @@ done:
     }
     free(flags);
     free(t->values);
-    t->values = NULL;
+    free(t->key_norm);
+    t->values = t->key_norm = NULL;
     return rc;
 }
 

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 
 FORMAT, VERSION = "kvtrace", 1
-DATASETS = ("tokens", "pieces", "flags", "colsum", "window", "nearsum", "values", "last_logits", "attn")
+DATASETS = ("tokens", "pieces", "flags", "colsum", "window", "nearsum", "values", "key_norm", "last_logits", "attn")
 
 
 @dataclass

@@ -103,7 +103,7 @@ def pool1d(s, pool, kernel):
     return win.max(1) if pool == "max" else np.nanmean(win, 1)
 
 
-def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order="combine-pool"):
+def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order="combine-pool", key_norm=None):
     """win [H, Wp, N] -> [KVH, P] float64."""
     Wp = win.shape[1]
     Nc = N - Q
@@ -111,6 +111,8 @@ def scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_orde
     G = H // KVH
     r0 = N - Wp
     out = np.zeros((KVH, P))
+    if scorer == "knorm":  # kvpress's KnormPress: the smallest key norms first, per KV head
+        return -key_norm[:, :P].astype(np.float64)
     if scorer == "tova":  # the last context row, averaged over all query heads, every KV head alike
         out[:] = win[:, Nc - 1 - r0, :P].astype(np.float64).mean(0)
         return out
@@ -292,7 +294,9 @@ def analyze(path, thresholds=(0.95,), r_l=0.3, r_f=0.3, gqa="mean", skip=0, budg
                 wo = m["wo"][li]
                 Nc = N - Q
                 P = Nc - w
-                sc = scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order) if P > 0 else None
+                key_norm = g["key_norm"][li] if scorer == "knorm" else None
+                sc = scores(win, colsum, N, H, KVH, w, Q, scorer, pool, kernel, gqa_max, gqa_order,
+                            key_norm) if P > 0 else None
                 ctx = loss_ctx(win, values, wo, N, H, KVH, w, Q)
                 for alloc in ("uniform", "adaptive"):
                     for B in budgets:

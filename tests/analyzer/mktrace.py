@@ -80,6 +80,8 @@ def write_trace(path, prompts, *, n_heads, n_kv_heads, head_dim, hidden_size, la
             Wp = min(window, N)
             g.create_dataset("window", data=np.ascontiguousarray(A[:, :, N - Wp:, :]))
             g.create_dataset("values", data=np.asarray(p["values"], dtype=np.float32))
+            if "key_norm" in p:
+                g.create_dataset("key_norm", data=np.asarray(p["key_norm"], dtype=np.float32))
             g.create_dataset("last_logits", data=np.zeros(vocab_size, dtype=np.float32))
 
 
@@ -92,7 +94,8 @@ def random_trace(path, *, L=2, H=4, KVH=2, hd=8, D=32, N=96, n_prompts=2, window
     for k in range(n_prompts):
         n = lengths[k] if lengths else N
         prompts.append(dict(id=f"p{k}", attn=random_attn(rng, L, H, n), flags=random_flags(rng, n),
-                            values=rng.normal(0, 1, size=(L, KVH, n, hd)).astype(np.float32)))
+                            values=rng.normal(0, 1, size=(L, KVH, n, hd)).astype(np.float32),
+                            key_norm=rng.uniform(0.5, 8, size=(L, KVH, n)).astype(np.float32)))
     wo = rng.normal(0, 1 / np.sqrt(H * hd), size=(L, D, H * hd)).astype(np.float32)
     write_trace(path, prompts, n_heads=H, n_kv_heads=KVH, head_dim=hd, hidden_size=D, layers=layers,
                 n_layers=n_layers, wo=wo, window=window, full_maps=full_maps,
