@@ -18,8 +18,11 @@ kvpress give, to 1e-4:
     streaming:B                           StreamingLLMPress(cr)  (4 sinks)
     adakv:uniform:B                       SnapKVPress(cr)        (window 64, avg-padded pooling 5)
     adakv:adaptive:B:0.2                  AdaKVPress(SnapKVPress(cr), alpha_safeguard=0.2)
+    fastgen:policies.json:T               the bridge's kvtrace.fastgen_press(policies.json, T)
+                                          (python/kvtrace; docs/python.md)
 
-with B = Nc·(1 − cr), exact. On the small random GQA Llama of the kvpress
+with B = Nc·(1 − cr), exact; policies.json from kvanalyze on a trace of the
+same prompt, at two thresholds. On the small random GQA Llama of the kvpress
 tests, and on SmolLM2-135M-Instruct when tools/smollm2.sh has converted it.
 A top-1 disagreement is only tolerated (and named) where the two largest
 logits of either side lie within 1e-4 of each other.
@@ -38,6 +41,10 @@ from transformers import AutoModelForCausalLM, DynamicCache
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 from harness import ROOT, Checks, run, tool  # noqa: E402
 import kvpress_model  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "python"))
+import kvtrace as bridge  # noqa: E402  (the package in python/, as docs/python.md installs it)
+import kvtrace.press  # noqa: E402,F401
 
 import kvpress  # noqa: E402,F401  (imports patch transformers' attention functions for AdaKVPress)
 from kvpress import AdaKVPress, SnapKVPress, StreamingLLMPress  # noqa: E402
@@ -73,7 +80,25 @@ def near_tie(logp):
     return top2[1] - top2[0] < TOL
 
 
-def cross_check(label, model_dir, ids, Nc, ratios):
+def fastgen_inputs(label, model_dir, ids, thresholds):
+    """kvtrace + kvanalyze on the prompt: policies.json, and the prompt's token flags from the trace."""
+    pfile, trace, res = (os.path.join(c.tmp.name, f"{label}-fg{x}") for x in (".jsonl", ".h5", ""))
+    with open(pfile, "w") as f:
+        f.write(json.dumps({"id": "p", "input_ids": ids}) + "\n")
+    r = run([tool("kvtrace"), "--model", model_dir, "--prompts", pfile, "-o", trace])
+    r2 = run([tool("kvanalyze"), trace, "-o", res, "-t", ",".join(map(str, thresholds)), "-b", "100"]) \
+        if r.returncode == 0 else r
+    if not c.check(f"{label}: kvtrace and kvanalyze make policies.json", r.returncode == 0 and r2.returncode == 0,
+                   r.stderr + r2.stderr):
+        return None, None
+    pol = os.path.join(res, "policies.json")
+    for T in thresholds:
+        kinds = sorted({"+".join(x) for comps in bridge.load_policies(pol, T)[0].values() for x in comps})
+        print(f"  {label}: policies at T = {T}: {kinds}")
+    return pol, bridge.load_trace(trace, maps=False).prompts["p"].flags
+
+
+def cross_check(label, model_dir, ids, Nc, ratios, thresholds=(0.5, 0.9)):
     N, Q = len(ids), len(ids) - Nc
     budgets = {cr: int(Nc * (1 - cr)) for cr in ratios}
     c.check(f"{label}: Nc (1 - cr) is an integer budget", all(Nc * (1 - cr) == b for cr, b in budgets.items()))
@@ -82,6 +107,9 @@ def cross_check(label, model_dir, ids, Nc, ratios):
         specs[f"streaming:{B}"] = StreamingLLMPress(compression_ratio=cr, n_sink=4)
         specs[f"adakv:uniform:{B}"] = SnapKVPress(compression_ratio=cr)
         specs[f"adakv:adaptive:{B}:0.2"] = AdaKVPress(press=SnapKVPress(compression_ratio=cr), alpha_safeguard=0.2)
+    pol, flags = fastgen_inputs(label, model_dir, ids, thresholds)
+    for T in thresholds if pol else ():
+        specs[f"fastgen:{pol}:{T}"] = bridge.fastgen_press(pol, T, flags=[int(x) for x in flags[:Nc]])
     pfile, out, tok_out = (os.path.join(c.tmp.name, f"{label}{x}") for x in (".jsonl", ".csv", "-tokens.csv"))
     with open(pfile, "w") as f:
         f.write(json.dumps({"id": "p", "input_ids": ids}) + "\n")
@@ -99,11 +127,13 @@ def cross_check(label, model_dir, ids, Nc, ratios):
     ref, _ = press_logits(eager, ids, Nc, None)
     nxt = np.array(ids[Nc + 1:])
     for spec, press in specs.items():
-        # AdaKVPress masks keys through kvpress's patch of the sdpa attention function; it refuses eager
-        lp, memory = press_logits(sdpa if isinstance(press, AdaKVPress) else eager, ids, Nc, press)
+        # AdaKVPress and the bridge's presses mask keys through kvpress's patch of the sdpa attention
+        # function (AdaKVPress refuses eager)
+        masks = isinstance(press, (AdaKVPress, bridge.press.FastGenPress))
+        lp, memory = press_logits(sdpa if masks else eager, ids, Nc, press)
         row = rows[spec]
         mine = [t for t in toks if t["spec"] == spec]
-        name = f"{label} {spec} = {type(press).__name__ if press else 'no press'}"
+        name = f"{label} {spec.replace(c.tmp.name + '/', '')} = {type(press).__name__ if press else 'no press'}"
         # per token: the log-probability of the actual next token, both passes
         theirs_ref, theirs = ref[np.arange(Q - 1), nxt], lp[np.arange(Q - 1), nxt]
         ours_ref = np.array([float(t["logp_ref"]) for t in mine[:-1]])

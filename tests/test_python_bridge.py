@@ -6,7 +6,9 @@ checkout into a scratch directory and used as a researcher would:
   under it, transformers runs the model with, in every layer and KV head,
   exactly the entries kvanalyze's adaptive split kept (its kept.jsonl, with
   --preset kvpress, on the one prompt the budgets come from), and
-  model.generate runs under it.
+  model.generate runs under it;
+- kvtrace.fastgen_press does the same with policies.json, and kvtrace.tokenize
+  gives a text's ids and token flags through `kvtrace tokenize`.
 """
 import json
 import os
@@ -111,6 +113,39 @@ press.compress = orig
 with torch.no_grad(), press(model):
     out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
 c.check("model.generate runs under the press", out.shape == (1, N + 4), str(out.shape))
+
+# policies.json in transformers: FastGen's per-KV-head components (the kept sets themselves are
+# cross-checked against kvtrace fidelity in tests/test_fidelity_kvpress.py)
+pol = os.path.join(res, "policies.json")
+fg = kvtrace.fastgen_press(pol, 0.9, flags=[0] * N)
+policies, pparams = kvtrace.load_policies(pol, 0.9)
+c.check("fastgen_press: the file's components per layer and KV head, r_l and r_f",
+        fg.policies == policies and fg.r_local == pparams["r_local"] and sorted(policies) == [0, 1])
+with torch.no_grad(), fg(model):
+    out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
+c.check("model.generate runs under fastgen_press", out.shape == (1, N + 4), str(out.shape))
+try:
+    with torch.no_grad(), kvtrace.fastgen_press(pol, 0.9)(model):
+        model(torch.tensor([ids]))
+    c.check("fastgen_press without the context's flags is refused", False)
+except ValueError as e:
+    c.check("fastgen_press without the context's flags is refused", "flags" in str(e), str(e))
+SMOL = os.path.join(ROOT, "models", "smollm2-135m-instruct")
+if os.path.isfile(os.path.join(SMOL, "CONVERTED")):
+    from transformers import AutoTokenizer  # noqa: E402
+    text = "<|im_start|>user\nWhy, and how?<|im_end|>\n"
+    tids, tflags = kvtrace.tokenize(SMOL, text, kvtrace=tool("kvtrace"))
+    hf = AutoTokenizer.from_pretrained(SMOL)(text)["input_ids"]
+    c.check("tokenize: the ids HF tokenizers gives, special markers and punctuation flagged",
+            tids == hf and tflags[0] & 1 and tflags[tids.index(hf[-2])] & 1
+            and any(f & 2 for f in tflags), f"{tids} {tflags} {hf}")
+else:
+    c.skip("tokenize on SmolLM2: models/smollm2-135m-instruct is not converted (tools/smollm2.sh)")
+try:
+    kvtrace.tokenize(d, "x", kvtrace=tool("kvtrace"))
+    c.check("tokenize names a model without tokenizer.json", False)
+except ValueError as e:
+    c.check("tokenize names a model without tokenizer.json", "tokenizer.json" in str(e), str(e))
 try:
     kvtrace.load_budgets(os.path.join(res, "budgets.json"), 77)
     c.check("load_budgets names the budgets it has", False)
