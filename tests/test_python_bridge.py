@@ -113,6 +113,17 @@ press.compress = orig
 with torch.no_grad(), press(model):
     out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
 c.check("model.generate runs under the press", out.shape == (1, N + 4), str(out.shape))
+import kvtrace.press  # noqa: E402
+from kvpress import KnormPress, SnapKVPress  # noqa: E402
+
+c.check("budgets_press scores with the file's scorer: snapkv with its window and kernel, knorm",
+        isinstance(press.scorer, SnapKVPress) and press.scorer.window_size == 64 and press.scorer.kernel_size == 5
+        and isinstance(kvtrace.press.scorer_for({"scorer": "knorm"}, "b.json"), KnormPress))
+try:
+    kvtrace.press.scorer_for({"scorer": "h2o"}, "b.json")
+    c.check("budgets_press refuses a scorer kvpress cannot mask with, naming it", False)
+except ValueError as e:
+    c.check("budgets_press refuses a scorer kvpress cannot mask with, naming it", "'h2o'" in str(e), str(e))
 
 # policies.json in transformers: FastGen's per-KV-head components (the kept sets themselves are
 # cross-checked against kvtrace fidelity in tests/test_fidelity_kvpress.py)

@@ -22,12 +22,26 @@ def _mask(module, keep):
     module.masked_key_indices = (b_idx, h_idx, s_idx) if len(s_idx) else None
 
 
+def scorer_for(params, path):
+    """The kvpress scorer of budgets.json's `scorer` parameter (kvanalyze --scorer)."""
+    from kvpress import KnormPress, StreamingLLMPress, TOVAPress
+    name = params.get("scorer", "snapkv")
+    if name == "snapkv":
+        return SnapKVPress(window_size=int(params.get("obs_window", 64)), kernel_size=int(params.get("kernel", 5)))
+    made = {"knorm": KnormPress, "tova": TOVAPress, "streaming": StreamingLLMPress}.get(name)
+    if made is None:   # h2o and observed need the attention maps (eager), which the masking cannot use
+        raise ValueError(f"{path}: scorer '{name}' has no kvpress press that masks under sdpa; pass scorer=")
+    return made()
+
+
 @dataclass
 class BudgetsPress(BasePress):
     """Keeps, in layer l and KV head g, the top budgets[l][g] entries by `scorer`'s scores (the
-    observation window included, as kvanalyze counts it); the others are masked the way kvpress's
-    AdaKVPress masks them (module.masked_key_indices: they stay in the cache and get zero attention
-    from the tokens that follow). Layers absent from budgets keep everything."""
+    observation window included, as kvanalyze counts it; by default the kvpress press of the file's
+    `scorer`: SnapKV with its window and kernel, Knorm, TOVA or StreamingLLM). The others are
+    masked the way kvpress's AdaKVPress masks them (module.masked_key_indices: they stay in the
+    cache and get zero attention from the tokens that follow). Layers absent from budgets keep
+    everything."""
 
     scorer: ScorerPress = field(default_factory=SnapKVPress)
     budgets: dict = field(default_factory=dict)   # model layer -> [entries per KV head]
@@ -35,10 +49,7 @@ class BudgetsPress(BasePress):
     @classmethod
     def from_file(cls, budgets_json, budget, scorer=None):
         b, params = load_budgets(budgets_json, budget)
-        if scorer is None:
-            scorer = SnapKVPress(window_size=int(params.get("obs_window", 64)),
-                                 kernel_size=int(params.get("kernel", 5)))
-        return cls(scorer=scorer, budgets=b)
+        return cls(scorer=scorer or scorer_for(params, budgets_json), budgets=b)
 
     def post_init_from_model(self, model):
         self.scorer.post_init_from_model(model)
