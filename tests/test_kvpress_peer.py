@@ -2,7 +2,7 @@
 (docs/analyzer.md, "Conventions"). On a small random GQA Llama that
 transformers builds (4 layers, 4 query / 2 KV heads, a 180-token context) and
 on SmolLM2-135M-Instruct when tools/smollm2.sh has converted it (30 layers,
-9 / 3 heads, a 256-token context of the demo's prompts), the positions each
+9 / 3 heads, a 256-token chat context around Brown corpus passages), the positions each
 layer's KV heads keep
 
 - under SnapKVPress equal kvanalyze's uniform selection with `--preset kvpress`;
@@ -189,12 +189,10 @@ suite("random", d, np.random.default_rng(5).integers(0, 101, 180).tolist(), (0.5
 
 SMOL = os.environ.get("KV_SMOLLM2_DIR") or os.path.join(ROOT, "models", "smollm2-135m-instruct")
 if os.path.isfile(os.path.join(SMOL, "CONVERTED")):
-    # the demo's prompts (chat turns, prose, code) one after another: a real context of 256 tokens
-    with open(os.path.join(ROOT, "demo", "prompts.jsonl")) as f:
-        text = "".join(json.loads(line)["text"] for line in f)
-    ids = AutoTokenizer.from_pretrained(SMOL)(text)["input_ids"]
-    if c.check("smollm2: the demo's prompts give 256 tokens", len(ids) >= 256, str(len(ids))):
-        suite("smollm2", SMOL, ids[:256], (0.5, 0.25), (0.5, 0.25, 0.75))
+    # a chat context of 256 tokens (system and user turns around Brown corpus passages)
+    ids, _ = kvpress_model.chat_context(AutoTokenizer.from_pretrained(SMOL), ROOT, 256)
+    if c.check("smollm2: the chat context has 256 tokens", ids is not None):
+        suite("smollm2", SMOL, ids, (0.5, 0.25), (0.5, 0.25, 0.75))
 else:
     c.skip(f"smollm2: {SMOL} holds no converted SmolLM2-135M-Instruct (tools/smollm2.sh)")
 c.finish()

@@ -157,6 +157,41 @@ try:
     c.check("tokenize names a model without tokenizer.json", False)
 except ValueError as e:
     c.check("tokenize names a model without tokenizer.json", "tokenizer.json" in str(e), str(e))
+if os.path.isfile(os.path.join(SMOL, "CONVERTED")):
+    # README's path on the default model: kvtrace, kvanalyze, then budgets.json into kvpress's pipeline
+    from transformers import pipeline  # noqa: E402
+    with open(os.path.join(ROOT, "models", "brown-llama", "prompts.jsonl")) as f:
+        prose = json.loads(f.readline())   # a held-out Brown corpus passage, about 370 SmolLM2 tokens
+    sp, st, sr = (os.path.join(c.tmp.name, "smol" + x) for x in (".jsonl", ".h5", "-res"))
+    with open(sp, "w") as f:
+        f.write(json.dumps(prose) + "\n")
+    r1 = run([tool("kvtrace"), "--model", SMOL, "--prompts", sp, "-o", st])
+    r2 = run([tool("kvanalyze"), st, "-o", sr, "--preset", "kvpress", "-t", "0.95", "-b", "128"]) \
+        if r1.returncode == 0 else r1
+    if c.check("SmolLM2: kvtrace and kvanalyze --preset kvpress make budgets.json", r1.returncode == 0
+               and r2.returncode == 0, r1.stderr + r2.stderr):
+        sb, _ = kvtrace.load_budgets(os.path.join(sr, "budgets.json"), 128)
+        press = kvtrace.budgets_press(os.path.join(sr, "budgets.json"), 128)
+        kept_counts, orig = {}, press.compress
+
+        def counting(module, hidden_states, keys, *rest):
+            out = orig(module, hidden_states, keys, *rest)
+            masked = module.masked_key_indices
+            n_masked = 0 if masked is None else len(masked[0])
+            kept_counts[module.layer_idx] = (keys.shape[1] * keys.shape[2] - n_masked, keys.shape[2])
+            return out
+
+        press.compress = counting
+        pipe = pipeline("kv-press-text-generation", model=SMOL, dtype=torch.float32)
+        answer = pipe(prose["text"], question="What did the jury say?", press=press, max_new_tokens=8)["answer"]
+        c.check("SmolLM2: kvpress's pipeline answers under budgets_press", isinstance(answer, str) and answer.strip(),
+                repr(answer))
+        c.check("SmolLM2: every layer keeps the sum of its budgets.json KV-head budgets",
+                sorted(kept_counts) == list(range(30))
+                and all(kept_counts[lay][0] == sum(min(b, kept_counts[lay][1]) for b in sb[lay]) for lay in sb),
+                str({lay: (kept_counts.get(lay), sum(sb[lay])) for lay in list(sb)[:3]}))
+else:
+    c.skip("budgets_press on SmolLM2: models/smollm2-135m-instruct is not converted (tools/smollm2.sh)")
 try:
     kvtrace.load_budgets(os.path.join(res, "budgets.json"), 77)
     c.check("load_budgets names the budgets it has", False)
