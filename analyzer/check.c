@@ -105,7 +105,9 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
         float *vals = malloc((size_t)t->n_kv_heads * N * t->head_dim * sizeof(float));
         double *sums = p->has_attn ? malloc((size_t)nt * G * N * sizeof(double)) : NULL;
         float *near = p->has_nearsum ? malloc((size_t)H * N * sizeof(float)) : NULL;
-        if (!colsum || !win || !vals || (p->has_attn && !sums) || (p->has_nearsum && !near))
+        float *knorm = p->has_key_norm ? malloc((size_t)t->n_kv_heads * N * sizeof(float)) : NULL;
+        if (!colsum || !win || !vals || (p->has_attn && !sums) || (p->has_nearsum && !near) ||
+            (p->has_key_norm && !knorm))
             rc = kv_fail(err, "out of memory");
         for (int li = 0; !rc && li < t->L; li++) {
             where w = {path, t, p, li};
@@ -168,6 +170,15 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                         }
                     }
             }
+            /* key norms: lengths, so never negative (the reader has checked that they are finite) */
+            if (!rc && p->has_key_norm && kv_prompt_read_key_norm(p, li, knorm, err)) rc = -1;
+            for (int g = 0; !rc && p->has_key_norm && g < t->n_kv_heads; g++)
+                for (int j = 0; !rc && j < N; j++)
+                    if (knorm[(size_t)g * N + j] < 0) {
+                        snprintf(what, sizeof what, "key_norm %.6g is negative at position %d (KV head)",
+                                 knorm[(size_t)g * N + j], j);
+                        rc = fault(err, &w, g, what);
+                    }
             /* colsum without maps: its total over keys is N (one per query row) */
             for (int h = 0; !rc && h < H && !p->has_attn; h++) {
                 double total = 0;
@@ -179,7 +190,7 @@ int kv_check_trace(const char *path, FILE *report, kv_error *err) {
                 }
             }
         }
-        free(colsum), free(win), free(vals), free(sums), free(near);
+        free(colsum), free(win), free(vals), free(sums), free(near), free(knorm);
         kv_prompt_close(p);
     }
     if (!rc && report)

@@ -92,6 +92,10 @@ def nearsum_last_window(f):
     f["prompts/p1/nearsum"][0, 0, 1, 62] *= 0.5   # inside the last window (j >= 70 - 21): nearsum is colsum
 
 
+def negative_key_norm(f):
+    f["prompts/p1/key_norm"][1, 1, 7] = -0.5
+
+
 def version(f):
     f.attrs["format_version"] = 2
 
@@ -110,6 +114,7 @@ corrupt("mass above the diagonal", above_diagonal, "prompt 'p0'", "head 1", "abo
 corrupt("colsum inconsistent with attn", colsum_off, "prompt 'p0'", "head 3", "colsum", "column 2")
 corrupt("window row not summing to 1", window_row, "prompt 'p1'", "head 0", "window row 57 sums to")
 corrupt("NaN in values", nan_value, "NaN")
+corrupt("negative key norm", negative_key_norm, "prompt 'p1'", "layer 1", "head 1", "key_norm", "position 7")
 corrupt("wrong format_version", version, "format_version")
 corrupt("missing colsum", drop_colsum, "colsum")
 corrupt("values of the wrong shape", bad_shape, "values")
