@@ -53,12 +53,17 @@ CUDA    ?= $(if $(NVCC),1,0)
 # The toolkit root is asked of nvcc itself: the nvcc on PATH may be a wrapper
 # script outside the toolkit (e.g. /usr/local/bin/nvcc). Without cuBLAS and
 # cudart next to it the backend is left out rather than failing the link.
+# cuBLAS comes from the toolkit, or from PyPI's nvidia-cublas wheel that
+# tools/cublas-wheel.sh unpacks into .cache/cublas (CUBLAS_DIR) where the
+# toolkit has none.
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n 1)
 CUDA_LIBDIR := $(firstword $(foreach d,lib64 lib targets/x86_64-linux/lib,\
-                 $(if $(and $(wildcard $(CUDA_HOME)/$(d)/libcublas.so),$(wildcard $(CUDA_HOME)/$(d)/libcudart.so)),$(CUDA_HOME)/$(d))))
-ifeq ($(CUDA_LIBDIR),)
-$(warning nvcc found ($(NVCC)) but no libcublas.so/libcudart.so under '$(CUDA_HOME)': building without the CUDA backend)
+                 $(if $(wildcard $(CUDA_HOME)/$(d)/libcudart.so),$(CUDA_HOME)/$(d))))
+CUBLAS_DIR ?= $(if $(wildcard .cache/cublas/lib/libcublas.so),$(abspath .cache/cublas))
+CUBLAS_LIBDIR := $(if $(CUBLAS_DIR),$(CUBLAS_DIR)/lib,$(if $(wildcard $(CUDA_LIBDIR)/libcublas.so),$(CUDA_LIBDIR)))
+ifeq ($(and $(CUDA_LIBDIR),$(CUBLAS_LIBDIR)),)
+$(warning nvcc found ($(NVCC)) but no libcudart.so and libcublas.so under '$(CUDA_HOME)' (bash tools/cublas-wheel.sh fetches cuBLAS): building without the CUDA backend)
 CUDA := 0
 endif
 endif
@@ -97,7 +102,7 @@ $(BUILD)/kernels/cpu.o: CFLAGS += -fno-trapping-math
 
 $(BUILD)/kernels/cuda.o: kernels/cuda.cu kernels/kernels.h kernels/bench_hooks.h common/dtype.h common/error.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -I. -Xcompiler -fPIC,-Wall,-Wextra -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -I. $(if $(CUBLAS_DIR),-I$(CUBLAS_DIR)/include) -Xcompiler -fPIC,-Wall,-Wextra -c $< -o $@
 
 # the plugin carries its own copies of the two small C modules it calls
 $(BUILD)/pic/%.o: %.c
@@ -106,7 +111,8 @@ $(BUILD)/pic/%.o: %.c
 
 $(CUDA_PLUGIN): $(BUILD)/kernels/cuda.o $(BUILD)/pic/common/error.o $(BUILD)/pic/common/dtype.o
 	@mkdir -p $(dir $@)
-	$(NVCC) -shared $^ -o $@ -L$(CUDA_LIBDIR) -lcublas -lcudart -Xlinker -rpath=$(CUDA_LIBDIR)
+	$(NVCC) -shared $^ -o $@ -L$(CUBLAS_LIBDIR) -L$(CUDA_LIBDIR) -lcublas -lcudart \
+	    -Xlinker -rpath=$(CUDA_LIBDIR)$(if $(CUBLAS_DIR),:$(CUBLAS_LIBDIR))
 
 $(BUILD)/libkv.a: $(LIBOBJ)
 	@rm -f $@

@@ -2,17 +2,23 @@
 and transformers (the device machine's python3). Not run by `make bench`.
 
     KVTRACE=/tmp/kv/bin/kvtrace python3 bench/gpu_bench.py [--sizes 1024,4096,16384,32768] [--out DIR]
+                                                          [--deadline 240] [--case-seconds 90]
 
-1. Peer check: a small random Llama built here by transformers itself
-   (LlamaForCausalLM(config), save_pretrained; nothing downloaded), float32,
-   eager attention with output_attentions=True, against kvtrace --device cuda
-   --full-maps on the same checkpoint and tokens: attention maps within 1e-4.
+1. Peer check: a small random model of each supported architecture (Llama
+   with llama3 RoPE, Mistral with a sliding window, Qwen2, Qwen3) built here
+   by transformers itself (XForCausalLM(config), save_pretrained; nothing
+   downloaded), float32, eager attention with output_attentions=True, against
+   kvtrace --device cuda --full-maps on the same checkpoint and tokens:
+   attention maps and the last logits within 1e-4.
 2. Speed: a random Llama-3.2-1B-shaped checkpoint in BF16; for each N, the
    CUDA tracer (colsum + window + values; and with full maps where they fit
    on disk) against transformers' eager output_attentions=True forward plus
    writing the same data with h5py. Tokens/s, peak GPU memory, ratio; OOM is
    reported as such. Per-prompt time for kvtrace is the difference between
    runs over two prompts and one (so model loading is excluded on both sides).
+   Each kvtrace run stops after --case-seconds; no case starts after
+   --deadline seconds (those are listed as not run), so that the whole fits a
+   short device budget. Exit 77 (skipped) without a GPU.
 """
 import argparse
 import json
@@ -30,8 +36,9 @@ import transformers
 KVTRACE = os.environ.get("KVTRACE", "bin/kvtrace")
 
 
-def peak_gpu_mib_during(cmd):
-    """Runs cmd, polling nvidia-smi for the GPU's used memory; returns (rc, stderr, peak MiB, seconds)."""
+def peak_gpu_mib_during(cmd, limit):
+    """Runs cmd for at most limit seconds, polling nvidia-smi for the GPU's used memory; returns
+    (rc, stderr, peak MiB, seconds); rc -1 when it ran out of time."""
     peak, stop = [0], threading.Event()
 
     def poll():
@@ -47,50 +54,70 @@ def peak_gpu_mib_during(cmd):
     t = threading.Thread(target=poll)
     t.start()
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        rc, err = r.returncode, r.stderr
+    except subprocess.TimeoutExpired:
+        rc, err = -1, f"stopped after {limit} s"
     dt = time.perf_counter() - t0
     stop.set()
     t.join()
-    return r.returncode, r.stderr, peak[0] - base, dt
+    return rc, err, peak[0] - base, dt
 
 
-def make_model(path, dtype, **cfg):
-    config = transformers.LlamaConfig(**cfg)
+def make_model(path, dtype, arch="Llama", **cfg):
+    config = getattr(transformers, f"{arch}Config")(**cfg)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).to(dtype)
+    model = getattr(transformers, f"{arch}ForCausalLM")(config).to(dtype)
     model.save_pretrained(path)
     return model
 
 
+# one small random model of each architecture kvtrace supports (docs/config.md)
+PEERS = {
+    "Llama": dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 256}),
+    "Mistral": dict(sliding_window=256),
+    "Qwen2": dict(),
+    "Qwen3": dict(head_dim=48),
+}
+
+
 def peer_check(out):
-    path = os.path.join(out, "peer-f32")
-    model = make_model(path, torch.float32, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                       num_attention_heads=8, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=4096,
-                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 256})
-    model = model.cuda().eval()
-    model.config._attn_implementation = "eager"
-    ids = np.random.default_rng(0).integers(0, 1000, 700).tolist()
-    with torch.no_grad():
-        torch.backends.cuda.matmul.allow_tf32 = False
-        res = model(torch.tensor([ids]).cuda(), output_attentions=True)
-    ref = torch.stack([a[0] for a in res.attentions]).float().cpu().numpy()
-    ref_logits = res.logits[0, -1].float().cpu().numpy()
-    with open(os.path.join(path, "p.jsonl"), "w") as f:
-        f.write(json.dumps({"id": "x", "input_ids": ids}) + "\n")
-    trace = os.path.join(path, "t.h5")
-    r = subprocess.run([KVTRACE, "--model", path, "--prompts", os.path.join(path, "p.jsonl"), "-o", trace,
-                        "--full-maps", "--device", "cuda", "--force"], capture_output=True, text=True)
-    if r.returncode:
-        print("peer check: kvtrace failed:", r.stderr)
-        return False
-    with h5py.File(trace) as f:
-        attn, logits = f["prompts/x/attn"][:], f["prompts/x/last_logits"][:]
-    da, dl = float(np.abs(attn - ref).max()), float(np.abs(logits - ref_logits).max())
-    ok = da <= 1e-4 and dl <= 1e-4
-    print(f"peer check vs transformers {transformers.__version__} (f32, eager, output_attentions): "
-          f"attn max diff {da:.2e}, last logits max diff {dl:.2e}: {'PASS' if ok else 'FAIL'}")
-    return ok
+    """kvtrace --device cuda against transformers (float32, eager, output_attentions) on each architecture."""
+    ok_all = True
+    for arch, extra in PEERS.items():
+        path = os.path.join(out, f"peer-{arch.lower()}")
+        model = make_model(path, torch.float32, arch, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                           num_attention_heads=8, num_key_value_heads=2, vocab_size=1000,
+                           max_position_embeddings=4096, **extra)
+        model = model.cuda().eval()
+        model.config._attn_implementation = "eager"
+        ids = np.random.default_rng(0).integers(0, 1000, 700).tolist()
+        with torch.no_grad():
+            torch.backends.cuda.matmul.allow_tf32 = False
+            res = model(torch.tensor([ids]).cuda(), output_attentions=True)
+        ref = torch.stack([a[0] for a in res.attentions]).float().cpu().numpy()
+        ref_logits = res.logits[0, -1].float().cpu().numpy()
+        with open(os.path.join(path, "p.jsonl"), "w") as f:
+            f.write(json.dumps({"id": "x", "input_ids": ids}) + "\n")
+        trace = os.path.join(path, "t.h5")
+        r = subprocess.run([KVTRACE, "--model", path, "--prompts", os.path.join(path, "p.jsonl"), "-o", trace,
+                            "--full-maps", "--device", "cuda", "--force"], capture_output=True, text=True)
+        if r.returncode:
+            print(f"peer check {arch}: kvtrace failed:", r.stderr.strip()[-500:])
+            ok_all = False
+            continue
+        with h5py.File(trace) as f:
+            attn, logits = f["prompts/x/attn"][:], f["prompts/x/last_logits"][:]
+        da, dl = float(np.abs(attn - ref).max()), float(np.abs(logits - ref_logits).max())
+        ok = da <= 1e-4 and dl <= 1e-4
+        ok_all = ok_all and ok
+        print(f"peer check {arch} vs transformers {transformers.__version__} (f32, eager, output_attentions): "
+              f"attn max diff {da:.2e}, last logits max diff {dl:.2e}: {'PASS' if ok else 'FAIL'}", flush=True)
+        del model, res
+        torch.cuda.empty_cache()
+    return ok_all
 
 
 def hf_trace(model, n, window, out_path, full_maps):
@@ -129,7 +156,7 @@ def hf_trace(model, n, window, out_path, full_maps):
         torch.cuda.empty_cache()
 
 
-def kv_time(path, n, out, full_maps):
+def kv_time(path, n, out, full_maps, limit):
     """Per-prompt seconds (two prompts minus one), peak GPU MiB, error text."""
     times, peak = [], 0
     for count in (1, 2):
@@ -142,7 +169,7 @@ def kv_time(path, n, out, full_maps):
                "--device", "cuda", "--max-tokens", str(n)]
         if full_maps:
             cmd += ["--full-maps", "--maps-dtype", "f16"]
-        rc, err, mib, dt = peak_gpu_mib_during(cmd)
+        rc, err, mib, dt = peak_gpu_mib_during(cmd, limit)
         if rc:
             return None, mib, err.strip()
         times.append(dt)
@@ -154,8 +181,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1024,4096,16384,32768")
     ap.add_argument("--out", default="/tmp/kvbench")
-    ap.add_argument("--full-maps-max", type=int, default=4096, help="largest N traced with full maps")
+    ap.add_argument("--full-maps-max", type=int, default=1024, help="largest N traced with full maps")
+    ap.add_argument("--deadline", type=float, default=240, help="seconds after which no case starts")
+    ap.add_argument("--case-seconds", type=float, default=90, help="limit of each kvtrace run")
     args = ap.parse_args()
+    t_start = time.perf_counter()
+    if not torch.cuda.is_available():
+        print("SKIPPED: torch sees no GPU")
+        return 77
     os.makedirs(args.out, exist_ok=True)
     print(torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)
     peer_check(args.out)
@@ -169,14 +202,18 @@ def main():
     model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
                                                           attn_implementation="eager").cuda().eval()
     rows = []
+    not_run = []
     for n in [int(s) for s in args.sizes.split(",")]:
         for full in (False, True):
             if full and n > args.full_maps_max:
                 continue
-            kv_s, kv_mib, err = kv_time(path, n, args.out, full)
+            if time.perf_counter() - t_start > args.deadline:
+                not_run.append((n, full))
+                continue
+            kv_s, kv_mib, err = kv_time(path, n, args.out, full, args.case_seconds)
             hf_s, hf_mib = hf_trace(model, n, 64, os.path.join(args.out, "hf.h5"), full)
             rows.append((n, full, kv_s, kv_mib, err, hf_s, hf_mib))
-            print(rows[-1], flush=True)
+            print(rows[-1], f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     print()
     print(f"{'N':>6} {'maps':>5} {'kvtrace tok/s':>14} {'kv GPU MiB':>11} {'HF tok/s':>10} {'HF GPU MiB':>11} {'ratio':>7}")
     for n, full, kv_s, kv_mib, err, hf_s, hf_mib in rows:
@@ -186,6 +223,9 @@ def main():
         print(f"{n:6d} {'yes' if full else 'no':>5} {kv} {kv_mib:11.0f} {hf} {hf_mib:11.0f} {ratio}")
         if err:
             print("   kvtrace:", err[-300:])
+    for n, full in not_run:
+        print(f"{n:6d} {'yes' if full else 'no':>5} not run: past the {args.deadline:.0f} s deadline")
+    return 0
 
 
 if __name__ == "__main__":
