@@ -78,6 +78,10 @@ def ceil_frac(r, n):
 def context_colsum(module, hidden_states, keys, kwargs):
     """Σ over the context's query rows of each query head's causal attention: [bsz, H, n], float32."""
     n, hd = keys.shape[2], module.head_dim
+    window = getattr(module, "sliding_window", None) or getattr(module.config, "sliding_window", None)
+    if window and n > window and getattr(module.config, "use_sliding_window", True):
+        raise ValueError(f"FastGenPress: layer {module.layer_idx} attends within a {window}-token sliding window, "
+                         f"which its frequent component does not model; the context has {n} tokens")
     q = get_prerope_query_states(module, hidden_states)
     cos, sin = kwargs["position_embeddings"]
     q = q * cos.unsqueeze(1) + rotate_half(q) * sin.unsqueeze(1)
