@@ -133,14 +133,9 @@ int main(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     /* a preset first, wherever it is given: the options given with it override it */
-    for (int i = 1; i < argc; i++) {
-        const char *v = !strcmp(argv[i], "--preset") && i + 1 < argc ? argv[i + 1]
-                        : !strncmp(argv[i], "--preset=", 9)       ? argv[i] + 9
-                                                                   : NULL;
-        if (!v) continue;
-        if (kv_adakv_preset(v, &o.ada))
-            return fail("--preset: expected kvpress or adakv, got '%s'", v);
-    }
+    const char *preset = kv_option_value(argc, argv, "--preset");
+    if (preset && kv_adakv_preset(preset, &o.ada))
+        return fail("--preset: expected kvpress or adakv, got '%s'", preset);
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:t:b:hV", lo, NULL)) != -1) {

@@ -71,3 +71,13 @@ void kv_prefer_passive_waiting(char **argv) {
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the default policy */
 }
+
+const char *kv_option_value(int argc, char **argv, const char *name) {
+    size_t len = strlen(name);
+    const char *value = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], name) && i + 1 < argc) value = argv[++i];
+        else if (!strncmp(argv[i], name, len) && argv[i][len] == '=') value = argv[i] + len + 1;
+    }
+    return value;
+}

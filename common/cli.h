@@ -11,6 +11,11 @@ int kv_parse_long(const char *s, long lo, long hi, long *out);
 int kv_parse_double(const char *s, double *out);
 /* A size such as 512M, 8G, 1.5GB or 4096 (bytes); 0 or -1. */
 int kv_parse_size(const char *s, double *bytes);
+/* The value of the last `--name VALUE` or `--name=VALUE` in argv, or NULL:
+ * for an option that must act before the others are parsed, wherever it is
+ * given (a preset that the options given with it override). name includes
+ * the dashes. */
+const char *kv_option_value(int argc, char **argv, const char *name);
 /* "35.2 GiB", "100 MiB", "12 KiB" */
 void kv_format_bytes(double bytes, char *out, size_t out_size);
 /* Seconds on the monotonic clock (for timings and progress lines). */

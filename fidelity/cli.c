@@ -84,14 +84,10 @@ static int parse_options(int argc, char **argv, fid_options *o) {
     long v;
     int c, k;
     /* a preset first, wherever it is given: the options given with it override it */
-    for (int i = 1; i < argc; i++) {
-        const char *name = !strcmp(argv[i], "--preset") && i + 1 < argc ? argv[i + 1]
-                           : !strncmp(argv[i], "--preset=", 9)       ? argv[i] + 9
-                                                                      : NULL;
-        if (name && kv_adakv_preset(name, &o->p.ada)) {
-            fprintf(stderr, "kvtrace fidelity: --preset '%s': expected kvpress or adakv\n", name);
-            return 2;
-        }
+    const char *preset = kv_option_value(argc, argv, "--preset");
+    if (preset && kv_adakv_preset(preset, &o->p.ada)) {
+        fprintf(stderr, "kvtrace fidelity: --preset '%s': expected kvpress or adakv\n", preset);
+        return 2;
     }
     opterr = 0;
     optind = 1;

@@ -160,6 +160,7 @@ expect_error("knorm-without-key-norm", [variant("nokn", lambda f: f.__delitem__(
                                         "--scorer", "knorm", "--obs-window", "0", "--eval", "future:4"], "key_norm")
 expect_error("bad-pyramid-schedule", [base, "-o", "OUT", "--pyramid=steep"], "--pyramid")
 expect_error("bad-preset", [base, "-o", "OUT", "--preset", "snapkv"], "--preset")
+expect_error("bad-preset-equals", [base, "-o", "OUT", "--preset=h2o"], "got 'h2o'")
 expect_error("bad-safeguard", [base, "-o", "OUT", "--safeguard", "none"], "--safeguard")
 expect_error("no-outdir", [base], "-o OUTDIR")
 expect_error("unknown-option", [base, "-o", "OUT", "--frobnicate"], "unknown option")
