@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
         int32_t *tokens = malloc(n * sizeof(int32_t));
         for (int i = 0; i < n; i++) tokens[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
         float *logits = malloc(c->vocab_size * sizeof(float));
-        kv_capture_hooks hooks = {.window = 64, .want_layer = want_all, .layer_done = sink_layer};
+        kv_capture_hooks hooks = {.window = 64, .want_keys = 1, .want_layer = want_all, .layer_done = sink_layer};
         double best = 1e30;
         for (int rep = 0; rep < 2; rep++) {
             double t0 = kv_now_s();

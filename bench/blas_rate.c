@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
     int32_t *tokens = malloc(n * sizeof(int32_t));
     for (int i = 0; i < n; i++) tokens[i] = (int32_t)((i * 2654435761u) % (unsigned)V);
     float *logits = malloc((size_t)V * sizeof(float));
-    kv_capture_hooks hooks = {.window = 64, .want_layer = want_all, .layer_done = sink_layer};
+    kv_capture_hooks hooks = {.window = 64, .want_keys = 1, .want_layer = want_all, .layer_done = sink_layer};
 
     printf("model %s: %d layers, hidden %d, inter %d, heads %d/%d, head_dim %d, vocab %d; N = %d; load %.2f s\n",
            argv[1], c->n_layers, D, FF, c->n_heads, c->n_kv_heads, c->head_dim, V, n, t_load);

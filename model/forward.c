@@ -133,7 +133,7 @@ static int attention_block(kv_model *m, run_state *s, const kv_layer *L, int l, 
             k->download(k, hc->window, s->window, (size_t)H * wrows * n * sizeof(float), err) ||
             (n_near && k->download(k, hc->nearsum, s->nearsum, (size_t)n_near * H * n * sizeof(float), err)) ||
             k->download(k, hc->v, s->v, (size_t)n * KVH * hd * sizeof(float), err) ||
-            k->download(k, hc->k, s->kk, (size_t)n * KVH * hd * sizeof(float), err) ||
+            (hc->k && k->download(k, hc->k, s->kk, (size_t)n * KVH * hd * sizeof(float), err)) ||
             hooks->layer_done(hooks->ctx, l, &(kv_layer_capture){hc->colsum, hc->window, hc->nearsum, hc->v, hc->k},
                               err))
             return -1;
@@ -184,9 +184,9 @@ int kv_forward_ex(kv_model *m, const int32_t *tokens, int n, const kv_capture_ho
         hc.colsum = kv_malloc((size_t)c->n_heads * n * sizeof(float), err);
         hc.window = kv_malloc((size_t)c->n_heads * wrows * n * sizeof(float), err);
         hc.v = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
-        hc.k = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
+        if (hooks->want_keys) hc.k = kv_malloc((size_t)n * c->n_kv_heads * c->head_dim * sizeof(float), err);
         if (n_near) hc.nearsum = kv_malloc((size_t)n_near * c->n_heads * n * sizeof(float), err);
-        if (!hc.colsum || !hc.window || !hc.v || !hc.k || (n_near && !hc.nearsum)) goto done;
+        if (!hc.colsum || !hc.window || !hc.v || (hooks->want_keys && !hc.k) || (n_near && !hc.nearsum)) goto done;
     }
     if (upload_rope_tables(k, &s, m, n, err) || k->embed(k, s.x, &m->embed, tokens, n, err)) goto done;
     for (int l = 0; l < c->n_layers; l++) {

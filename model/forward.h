@@ -11,13 +11,15 @@ typedef struct {
     const float *window;  /* [H, W', N] */
     const float *nearsum; /* [n_near, H, N] (NULL when n_near is 0; kernels/kernels.h) */
     const float *v;       /* [N, KVH·hd] value vectors after v_proj, bias included */
-    const float *k;       /* [N, KVH·hd] key vectors as a KV cache holds them: after k_proj, k_norm and RoPE */
+    const float *k;       /* [N, KVH·hd] key vectors as a KV cache holds them: after k_proj, k_norm and RoPE;
+                           * NULL unless the hooks ask for them (want_keys) */
 } kv_layer_capture;
 
 typedef struct {
     void *ctx;
     int window;                                   /* W: attention rows kept from the end */
     int n_near;                                   /* FastGen local windows to accumulate (0: none) */
+    int want_keys;                                /* hand layer_done the keys (kv_layer_capture.k) */
     const int *near_w;                            /* [n_near] their lengths in positions, each >= 0 */
     int (*want_layer)(void *ctx, int layer);      /* capture this layer? */
     kv_map_sink *(*map_sink)(void *ctx, int layer); /* full maps of this layer, or NULL */

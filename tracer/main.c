@@ -398,6 +398,7 @@ static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_
     t->key_norm = kv_malloc((size_t)c->n_kv_heads * p->n_ids * sizeof(float), err);
     if (!t->values || !t->key_norm || kv_trace_begin_prompt(t->w, &tp, err)) goto done;
     kv_capture_hooks hooks = {.ctx = t, .window = o->window, .n_near = o->n_local_ratios, .near_w = t->near_w,
+                              .want_keys = 1,
                               .want_layer = want_layer, .map_sink = map_sink, .layer_done = layer_done,
                               .progress = progress};
     if (kv_forward(m, p->ids, p->n_ids, &hooks, logits, err)) {
