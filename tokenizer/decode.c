@@ -254,24 +254,6 @@ static int token_bytes_buf(const kv_tokenizer *t, int32_t id, kv_buf *out, pcre2
     return e;
 }
 
-int kv_tokenizer_token_bytes(const kv_tokenizer *t, int32_t id, char *buf, size_t cap) {
-    kv_buf b = {0};
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
-    int e = token_bytes_buf(t, id, &b, md);
-    pcre2_match_data_free(md);
-    if (e) {
-        free(b.s);
-        return -1;
-    }
-    if (cap) {
-        size_t k = b.n < cap ? b.n : cap;
-        memcpy(buf, b.s ? b.s : "", k);
-    }
-    int n = (int)b.n;
-    free(b.s);
-    return n;
-}
-
 static int is_space_byte(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }

@@ -544,6 +544,3 @@ const char *kv_tokenizer_id_to_token(const kv_tokenizer *t, int32_t id) {
 
 int32_t kv_tokenizer_token_to_id(const kv_tokenizer *t, const char *token) { return lookup_any(t, token); }
 
-int kv_tokenizer_is_special(const kv_tokenizer *t, int32_t id) {
-    return id >= 0 && id < t->n_ids && t->special[id];
-}

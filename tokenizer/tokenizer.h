@@ -36,8 +36,6 @@ int kv_tokenizer_vocab_size(const kv_tokenizer *t);
 const char *kv_tokenizer_id_to_token(const kv_tokenizer *t, int32_t id);
 /* Id of an exact vocabulary / added-token string, or -1. */
 int32_t kv_tokenizer_token_to_id(const kv_tokenizer *t, const char *token);
-/* 1 when id is an added token with "special": true. */
-int kv_tokenizer_is_special(const kv_tokenizer *t, int32_t id);
 
 /* text must be valid UTF-8 (else error). add_special: apply the
  * post-processor (BOS etc.). *ids is malloc'd (caller frees). */
@@ -62,13 +60,8 @@ int kv_tokenizer_token_info(const kv_tokenizer *t, const int32_t *ids, size_t n,
                             const char *const *special_texts, size_t n_texts,
                             char ***pieces, uint8_t *flags, kv_error *err);
 
-/* Raw bytes of one token's decoded text (no sequence-level decoder steps such
- * as Strip or the first-token Metaspace rule); may be invalid UTF-8 for a
- * partial byte-level or byte-fallback token. Writes up to cap bytes into buf
- * and returns the full length, or -1 for an unknown id. */
-int kv_tokenizer_token_bytes(const kv_tokenizer *t, int32_t id, char *buf, size_t cap);
-
-/* Flags of one decoded piece (bytes as from kv_tokenizer_token_bytes):
+/* Flags of one decoded piece (a token's own decoded bytes, without the
+ * sequence-level decoder steps):
  * KV_FLAG_PUNCT and/or KV_FLAG_SPACE, never KV_FLAG_SPECIAL. */
 uint8_t kv_tokenizer_text_flags(const char *bytes, size_t len);
 
