@@ -3,6 +3,8 @@ and transformers (the device machine's python3). Not run by `make bench`.
 
     KVTRACE=/tmp/kv/bin/kvtrace python3 bench/gpu_bench.py [--sizes 1024,4096,16384,32768] [--out DIR]
                                                           [--deadline 240] [--case-seconds 90]
+    python3 bench/gpu_bench.py --peer-only cpu     # the peer check alone, kvtrace --device cpu: a rehearsal
+                                                   # of this script where there is no GPU (tests/test_gpu_scripts.py)
 
 1. Peer check: a small random model of each supported architecture (Llama
    with llama3 RoPE, Mistral with a sliding window, Qwen2, Qwen3) built here
@@ -65,10 +67,13 @@ def peak_gpu_mib_during(cmd, limit):
     return rc, err, peak[0] - base, dt
 
 
-def make_model(path, dtype, arch="Llama", **cfg):
+def make_model(path, dtype, arch="Llama", device="cpu", **cfg):
+    """A random checkpoint written by transformers itself; built on device (the 1B-shaped one's random
+    initialisation takes seconds on the GPU, minutes on a few CPU cores)."""
     config = getattr(transformers, f"{arch}Config")(**cfg)
     torch.manual_seed(0)
-    model = getattr(transformers, f"{arch}ForCausalLM")(config).to(dtype)
+    with torch.device(device):
+        model = getattr(transformers, f"{arch}ForCausalLM")(config).to(dtype)
     model.save_pretrained(path)
     return model
 
@@ -83,27 +88,27 @@ PEERS = {
 }
 
 
-def peer_check(out):
-    """kvtrace --device cuda against transformers (float32, eager, output_attentions) on each architecture."""
+def peer_check(out, device):
+    """kvtrace against transformers (float32, eager, output_attentions) on each architecture, both on device."""
     ok_all = True
     for arch, extra in PEERS.items():
         path = os.path.join(out, f"peer-{arch.lower()}")
-        model = make_model(path, torch.float32, arch, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+        model = make_model(path, torch.float32, arch, device, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                            num_attention_heads=8, num_key_value_heads=2, vocab_size=1000,
                            max_position_embeddings=4096, **extra)
-        model = model.cuda().eval()
-        model.config._attn_implementation = "eager"
+        model = model.to(device).eval()
+        model.set_attn_implementation("eager")
         ids = np.random.default_rng(0).integers(0, 1000, 700).tolist()
         with torch.no_grad():
             torch.backends.cuda.matmul.allow_tf32 = False
-            res = model(torch.tensor([ids]).cuda(), output_attentions=True)
+            res = model(torch.tensor([ids]).to(device), output_attentions=True)
         ref = torch.stack([a[0] for a in res.attentions]).float().cpu().numpy()
         ref_logits = res.logits[0, -1].float().cpu().numpy()
         with open(os.path.join(path, "p.jsonl"), "w") as f:
             f.write(json.dumps({"id": "x", "input_ids": ids}) + "\n")
         trace = os.path.join(path, "t.h5")
         r = subprocess.run([KVTRACE, "--model", path, "--prompts", os.path.join(path, "p.jsonl"), "-o", trace,
-                            "--full-maps", "--device", "cuda", "--force"], capture_output=True, text=True)
+                            "--full-maps", "--device", device, "--force"], capture_output=True, text=True)
         if r.returncode:
             print(f"peer check {arch}: kvtrace failed:", r.stderr.strip()[-500:])
             ok_all = False
@@ -116,7 +121,8 @@ def peer_check(out):
         print(f"peer check {arch} vs transformers {transformers.__version__} (f32, eager, output_attentions): "
               f"attn max diff {da:.2e}, last logits max diff {dl:.2e}: {'PASS' if ok else 'FAIL'}", flush=True)
         del model, res
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return ok_all
 
 
@@ -184,17 +190,23 @@ def main():
     ap.add_argument("--full-maps-max", type=int, default=1024, help="largest N traced with full maps")
     ap.add_argument("--deadline", type=float, default=240, help="seconds after which no case starts")
     ap.add_argument("--case-seconds", type=float, default=90, help="limit of each kvtrace run")
+    ap.add_argument("--peer-only", choices=("cpu", "cuda"),
+                    help="only the peer check, on this device (cpu: a rehearsal on a machine without a GPU)")
     args = ap.parse_args()
     t_start = time.perf_counter()
+    if args.peer_only:
+        os.makedirs(args.out, exist_ok=True)
+        print("torch", torch.__version__, "| transformers", transformers.__version__)
+        return 0 if peer_check(args.out, args.peer_only) else 1
     if not torch.cuda.is_available():
         print("SKIPPED: torch sees no GPU")
         return 77
     os.makedirs(args.out, exist_ok=True)
     print(torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)
-    peer_check(args.out)
+    peer_check(args.out, "cuda")
     path = os.path.join(args.out, "llama-3.2-1b-shape")
     if not os.path.exists(os.path.join(path, "model.safetensors")):
-        make_model(path, torch.bfloat16, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        make_model(path, torch.bfloat16, "Llama", "cuda", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                    num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
                    tie_word_embeddings=True, rope_theta=500000.0,
                    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,

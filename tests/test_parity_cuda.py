@@ -5,6 +5,7 @@ to 1e-4 with F32 weights (TF32 off), and within the documented tolerance for
 Skipped (exit 77) without a GPU or a CUDA build."""
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -26,6 +27,7 @@ TOL_F32 = 1e-4
 TOL_16 = {"attn": 2e-2, "colsum": 2e-2, "window": 2e-2, "values": 2e-2, "last_logits": 5e-2}
 c = Checks("parity_cuda")
 rng = np.random.default_rng(11)
+measured = {}  # (weights dtype, dataset) -> largest CPU-vs-GPU difference over variants and prompts
 prompts = [("long", rng.integers(0, 101, 700).tolist()), ("short", rng.integers(0, 101, 9).tolist())]
 for variant in VARIANTS:
     d = os.path.join(c.tmp.name, variant)
@@ -38,7 +40,7 @@ for variant in VARIANTS:
     for dev in ("cpu", "cuda"):
         outs[dev] = os.path.join(d, dev + ".h5")
         r = run([KVTRACE, "--model", d, "--prompts", pfile, "-o", outs[dev], "--full-maps", "--window", "300",
-                 "--device", dev])
+                 "--max-tokens", "1024", "--device", dev])
         c.check(f"{variant}: --device {dev} runs", r.returncode == 0, r.stderr.strip())
     if not all(os.path.exists(o) for o in outs.values()):
         continue
@@ -51,14 +53,30 @@ for variant in VARIANTS:
                 if k == "colsum":
                     diff = diff / np.maximum(1.0, np.abs(x))
                 tol = TOL_16[k] if sixteen else TOL_F32
-                c.check(f"{variant}/{pid}: {k} within {tol:g}", float(diff.max()) <= tol, f"max diff {diff.max():.3g}")
-# memcheck on one run, when compute-sanitizer is there
+                worst = float(diff.max())
+                measured[(VARIANTS[variant].get("dtype", "F32"), k)] = max(worst, measured.get(
+                    (VARIANTS[variant].get("dtype", "F32"), k), 0.0))
+                # the measured difference is printed on a pass too: docs/gpu.md's tolerances come from it
+                c.check(f"{variant}/{pid}: {k} max diff {worst:.2e} within {tol:g}", worst <= tol)
+print("largest CPU-vs-GPU difference by weights dtype and dataset (colsum relative above 1):")
+for (dtype, k), worst in sorted(measured.items()):
+    print(f"  {dtype:5s} {k:12s} {worst:.3e}")
+# memcheck on one run, when compute-sanitizer is there and can attach: on some runtimes (gVisor) it cannot,
+# and then no "ERROR SUMMARY" line comes out; that is reported as skipped, never as a pass.
 cs = subprocess.run(["bash", "-c", "command -v compute-sanitizer"], capture_output=True, text=True).stdout.strip()
 if cs:
     d = os.path.join(c.tmp.name, "llama_gqa_tied")
     r = run([cs, "--tool", "memcheck", "--error-exitcode", "9", KVTRACE, "--model", d, "--prompts",
-             os.path.join(d, "p.jsonl"), "-o", os.path.join(d, "cs.h5"), "--full-maps", "--device", "cuda"])
-    c.check("compute-sanitizer memcheck reports nothing", r.returncode == 0, (r.stdout + r.stderr)[-2000:])
+             os.path.join(d, "p.jsonl"), "-o", os.path.join(d, "cs.h5"), "--full-maps", "--max-tokens", "1024",
+             "--device", "cuda"])
+    report = r.stdout + r.stderr
+    summary = re.search(r"ERROR SUMMARY: (\d+) error", report)
+    if summary:
+        c.check(f"compute-sanitizer memcheck: {summary.group(1)} errors", r.returncode == 0 and
+                summary.group(1) == "0", report[-2000:])
+    else:
+        print(report[-1500:])
+        c.skip(f"compute-sanitizer memcheck could not run here (exit {r.returncode}, no error summary)")
 else:
-    print("  note: compute-sanitizer not on PATH; memcheck not run")
+    c.skip("compute-sanitizer memcheck: not on PATH")
 c.finish()

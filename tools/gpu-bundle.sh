@@ -18,7 +18,7 @@ cp bin/kvtrace bin/libkvcuda.so "$stage/bin/"   # the CUDA plugin, found next to
 cp bin/tests/test_kernels_cuda bin/tests/test_kernels "$stage/bin/tests/"
 cp bin/bench/bench_gpu_proj "$stage/bin/bench/"
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux.*|libgcc_s|libstdc\+\+|libcu.*|libcublas.*|libcudart.*)\.so'
-for lib in $(ldd bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda | awk '$3 ~ /^\// {print $3}' | sort -u); do
+for lib in $(ldd bin/kvtrace bin/libkvcuda.so bin/tests/test_kernels_cuda bin/bench/bench_gpu_proj | awk '$3 ~ /^\// {print $3}' | sort -u); do
     name=$(basename "$lib")
     [[ "$name" =~ $skip ]] && continue
     cp -L "$lib" "$stage/lib/$name"
