@@ -25,6 +25,7 @@ and transformers (the device machine's python3). Not run by `make bench`.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -138,6 +139,8 @@ def hf_trace(model, n, window, out_path, full_maps):
     try:
         with torch.no_grad():
             res = model(ids, output_attentions=True)
+        torch.cuda.synchronize()
+        forward_s = time.perf_counter() - t0
         L, kvh = len(res.attentions), model.config.num_key_value_heads
         hd = model.config.hidden_size // model.config.num_attention_heads
         with h5py.File(out_path, "w") as f:
@@ -152,9 +155,9 @@ def hf_trace(model, n, window, out_path, full_maps):
                     d[l] = a[0].half().cpu().numpy()
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        return dt, torch.cuda.max_memory_allocated() / 2**20
+        return dt, forward_s, torch.cuda.max_memory_allocated() / 2**20
     except torch.cuda.OutOfMemoryError:
-        return None, torch.cuda.max_memory_allocated() / 2**20
+        return None, None, torch.cuda.max_memory_allocated() / 2**20
     finally:
         for h in hooks:
             h.remove()
@@ -162,9 +165,14 @@ def hf_trace(model, n, window, out_path, full_maps):
         torch.cuda.empty_cache()
 
 
+TIMING = re.compile(r"kvtrace: timing: ([\d.]+) s loading .*, ([\d.]+) s forward pass on \w+, ([\d.]+) s writing "
+                    r"the trace, ([\d.]+) s merging")
+
+
 def kv_time(path, n, out, full_maps, limit):
-    """Per-prompt seconds (two prompts minus one), peak GPU MiB, error text."""
-    times, peak = [], 0
+    """Per-prompt seconds (two prompts minus one), peak GPU MiB, error text, and kvtrace --timing's per-prompt
+    split {forward, write, merge} (the same difference)."""
+    times, phases, peak = [], [], 0
     for count in (1, 2):
         pf = os.path.join(out, f"p{n}x{count}.jsonl")
         with open(pf, "w") as f:
@@ -172,15 +180,18 @@ def kv_time(path, n, out, full_maps, limit):
                 ids = np.random.default_rng(i).integers(0, 128256, n).tolist()
                 f.write(json.dumps({"id": f"p{i}", "input_ids": ids}) + "\n")
         cmd = [KVTRACE, "--model", path, "--prompts", pf, "-o", os.path.join(out, "kv.h5"), "--force",
-               "--device", "cuda", "--max-tokens", str(n)]
+               "--device", "cuda", "--max-tokens", str(n), "--timing"]
         if full_maps:
             cmd += ["--full-maps", "--maps-dtype", "f16"]
         rc, err, mib, dt = peak_gpu_mib_during(cmd, limit)
-        if rc:
-            return None, mib, err.strip()
+        m = TIMING.search(err)
+        if rc or not m:
+            return None, mib, err.strip(), {}
         times.append(dt)
+        phases.append([float(x) for x in m.groups()[1:]])
         peak = max(peak, mib)
-    return times[1] - times[0], peak, ""
+    split = {k: b - a for k, a, b in zip(("forward", "write", "merge"), phases[0], phases[1])}
+    return times[1] - times[0], peak, "", split
 
 
 def main():
@@ -222,17 +233,21 @@ def main():
             if time.perf_counter() - t_start > args.deadline:
                 not_run.append((n, full))
                 continue
-            kv_s, kv_mib, err = kv_time(path, n, args.out, full, args.case_seconds)
-            hf_s, hf_mib = hf_trace(model, n, 64, os.path.join(args.out, "hf.h5"), full)
-            rows.append((n, full, kv_s, kv_mib, err, hf_s, hf_mib))
+            kv_s, kv_mib, err, split = kv_time(path, n, args.out, full, args.case_seconds)
+            hf_s, hf_fwd, hf_mib = hf_trace(model, n, 64, os.path.join(args.out, "hf.h5"), full)
+            rows.append((n, full, kv_s, kv_mib, err, split, hf_s, hf_fwd, hf_mib))
             print(rows[-1], f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     print()
-    print(f"{'N':>6} {'maps':>5} {'kvtrace tok/s':>14} {'kv GPU MiB':>11} {'HF tok/s':>10} {'HF GPU MiB':>11} {'ratio':>7}")
-    for n, full, kv_s, kv_mib, err, hf_s, hf_mib in rows:
+    print(f"{'N':>6} {'maps':>5} {'kvtrace tok/s':>14} {'kv GPU MiB':>11} {'HF tok/s':>10} {'HF GPU MiB':>11} "
+          f"{'ratio':>7}   per prompt, s: kvtrace forward / write / merge; HF forward / rest")
+    for n, full, kv_s, kv_mib, err, split, hf_s, hf_fwd, hf_mib in rows:
         kv = f"{n / kv_s:14.0f}" if kv_s else f"{'FAILED':>14}"
         hf = f"{n / hf_s:10.0f}" if hf_s else f"{'OOM':>10}"
         ratio = f"{hf_s / kv_s:6.1f}x" if kv_s and hf_s else f"{'-':>7}"
-        print(f"{n:6d} {'yes' if full else 'no':>5} {kv} {kv_mib:11.0f} {hf} {hf_mib:11.0f} {ratio}")
+        kv_split = " / ".join(f"{split[k]:.3f}" for k in ("forward", "write", "merge")) if split else "-"
+        hf_split = f"{hf_fwd:.3f} / {hf_s - hf_fwd:.3f}" if hf_s else "-"
+        print(f"{n:6d} {'yes' if full else 'no':>5} {kv} {kv_mib:11.0f} {hf} {hf_mib:11.0f} {ratio}   "
+              f"{kv_split}; {hf_split}")
         if err:
             print("   kvtrace:", err[-300:])
     for n, full in not_run:

@@ -4,9 +4,11 @@ and no output file (final or partial)."""
 import glob
 import json
 import os
+import re
 import shutil
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -252,6 +254,19 @@ if len(lines) == 2 and "not built" not in lines[1]:
             r.stderr)
     r = run([KVTRACE] + G + ["-o", nogpu, "--device", "cpu"], env=env)
     c.check("--device cpu needs no CUDA plugin", r.returncode == 0, r.stderr)
+
+# --timing: one line at the end that splits the run; without it, nothing on stderr
+timed = os.path.join(c.tmp.name, "timed.h5")
+t0 = time.perf_counter()
+r = run([KVTRACE] + G + ["-o", timed, "--timing"])
+wall = time.perf_counter() - t0
+m = re.fullmatch(r"kvtrace: timing: ([\d.]+) s loading \(config, prompts, weights\), ([\d.]+) s forward pass on cpu, "
+                 r"([\d.]+) s writing the trace, ([\d.]+) s merging the parts into \S+ \((\d+) tokens\)\n", r.stderr)
+c.check("--timing: one line splitting the run; the parts add up to no more than the wall time",
+        r.returncode == 0 and m is not None and sum(float(x) for x in m.groups()[:4]) <= wall
+        and int(m.group(5)) > 0, r.stderr)
+r = run([KVTRACE] + G + ["-o", timed, "--force"])
+c.check("without --timing (and no terminal) kvtrace prints nothing", r.returncode == 0 and r.stderr == "", r.stderr)
 
 # without --model, the bundled model is used (found next to the program)
 out = os.path.join(c.tmp.name, "bundled.h5")

@@ -40,6 +40,7 @@ typedef struct {
     double max_memory;        /* bytes; 0: MemAvailable */
     int force;
     int resume;
+    int timing;               /* --timing: where the time went, one line at the end */
     const char *special_texts[MAX_SPECIAL_TEXTS];
     int n_special_texts;
     double local_ratios[KV_MAX_NEAR]; /* FastGen r_l values whose local-window mass is accumulated */
@@ -52,7 +53,7 @@ static void usage(FILE *f) {
             "               [--maps-dtype f32|f16] [--maps-compression deflate|none] [--layers LIST] [--threads N]\n"
             "               [--rope-precision f32|f64] [--local-ratio R[,R...]|none]\n"
             "               [--max-tokens N] [--max-memory SIZE]"
-            " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force]\n"
+            " [--special-text STR]... [--device auto|cpu|cuda] [--resume] [--force] [--timing]\n"
             "       kvtrace tokenize (--model DIR | --tokenizer FILE) (--text STR | --file F) [--pieces] [--no-special]\n"
             "                        [--special-text STR]...\n"
             "       kvtrace devices     (which backends this build has and the GPUs they find)\n"
@@ -91,6 +92,8 @@ static void usage(FILE *f) {
             "  --resume            continue an interrupted run: the prompts completed in OUTPUT.parts are kept\n"
             "                      and the others traced (same model, prompts and settings)\n"
             "  --force             overwrite an existing output file (and an interrupted run's parts)\n"
+            "  --timing            print where the time went: loading, the forward pass, writing the trace\n"
+            "                      (during the pass and after each prompt) and merging the parts\n"
             "  -h, --help          this help\n"
             "  --version           print the version\n");
 }
@@ -159,7 +162,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"device", required_argument, 0, 'D'}, {"maps-compression", required_argument, 0, 'C'},
         {"max-memory", required_argument, 0, 'M'}, {"resume", no_argument, 0, 'R'},
         {"version", no_argument, 0, 'V'},      {"rope-precision", required_argument, 0, 'r'},
-        {"local-ratio", required_argument, 0, 'L'},
+        {"local-ratio", required_argument, 0, 'L'}, {"timing", no_argument, 0, 'T'},
         {0, 0, 0, 0},
     };
     *o = (options){.out_path = "trace.h5", .window = 64, .device = "auto", .maps_deflate = 1,
@@ -175,6 +178,7 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'F': o->full_maps = 1; break;
         case 'f': o->force = 1; break;
         case 'R': o->resume = 1; break;
+        case 'T': o->timing = 1; break;
         case 'l': o->layers_spec = optarg; break;
         case 'L': {
             if (!strcmp(optarg, "none")) {
@@ -297,6 +301,7 @@ typedef struct {
     const char *prompt_id;
     double t_start;
     long tokens_done;
+    double write_s; /* seconds spent writing the trace (layers, map blocks, each prompt's end) */
 } trace_ctx;
 
 /* Host memory a CPU run needs: float32 weights plus the activations of the
@@ -338,7 +343,10 @@ static int want_layer(void *p, int layer) { return ((trace_ctx *)p)->slot_of_lay
 static int map_block(void *p, int head, int row0, int rows, const float *probs, int n_keys, kv_error *err) {
     trace_ctx *t = p;
     if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
-    return kv_trace_write_map_block(t->w, t->sink_slot, head, row0, rows, probs, n_keys, err);
+    double t0 = kv_now_s();
+    int rc = kv_trace_write_map_block(t->w, t->sink_slot, head, row0, rows, probs, n_keys, err);
+    t->write_s += kv_now_s() - t0;
+    return rc;
 }
 
 static kv_map_sink *map_sink(void *p, int layer) {
@@ -352,6 +360,7 @@ static kv_map_sink *map_sink(void *p, int layer) {
 static int layer_done(void *p, int layer, const kv_layer_capture *cap, kv_error *err) {
     trace_ctx *t = p;
     if (interrupted) return kv_fail(err, "interrupted by signal %d", (int)interrupted);
+    double t0 = kv_now_s();
     int n = t->n, kvh = t->cfg->n_kv_heads, hd = t->cfg->head_dim;
     for (int g = 0; g < kvh; g++) /* [N, KVH·hd] -> [KVH, N, hd]; the keys' L2 norms [KVH, N] */
         for (int i = 0; i < n; i++) {
@@ -362,7 +371,9 @@ static int layer_done(void *p, int layer, const kv_layer_capture *cap, kv_error 
             t->key_norm[(size_t)g * n + i] = (float)sqrt(ss);
         }
     kv_trace_layer out = {cap->colsum, cap->window, cap->nearsum, t->values, t->key_norm};
-    return kv_trace_write_layer(t->w, t->slot_of_layer[layer], &out, err);
+    int rc = kv_trace_write_layer(t->w, t->slot_of_layer[layer], &out, err);
+    t->write_s += kv_now_s() - t0;
+    return rc;
 }
 
 static void progress(void *p, int layer) {
@@ -405,7 +416,9 @@ static int trace_prompt(kv_model *m, trace_ctx *t, const kv_prompt *p, const kv_
         kv_wrap(err, "prompt '%s'", p->id);
         goto done;
     }
+    double t0 = kv_now_s();
     if (kv_trace_write_logits(t->w, logits, err) || kv_trace_end_prompt(t->w, err)) goto done;
+    t->write_s += kv_now_s() - t0;
     t->tokens_done += p->n_ids;
     rc = 0;
 done:
@@ -452,6 +465,7 @@ static int run(const options *o) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    double t_begin = kv_now_s();
     /* Everything that can be checked without the weights comes first: the
      * config, the prompts, and whether the run fits in memory. */
     kv_config cfg0 = {0};
@@ -507,6 +521,7 @@ static int run(const options *o) {
 
     trace_ctx t = {.w = w, .cfg = c, .slot_of_layer = slot_of_layer, .full_maps = o->full_maps,
                    .progress = isatty(2), .n_prompts = ps.n, .t_start = kv_now_s()};
+    double load_s = t.t_start - t_begin;
     int resumed = kv_trace_n_prompts(w);
     for (int i = 0; i < ps.n; i++) {
         t.prompt_index = i;
@@ -515,9 +530,16 @@ static int run(const options *o) {
     }
     if (resumed && t.progress) fprintf(stderr, "\nkvtrace: %d prompts were already done by the interrupted run", resumed);
     if (t.progress) fprintf(stderr, "\n");
+    double t_commit = kv_now_s();
     int r = kv_trace_commit(w, &err);
     w = NULL;
     if (r) goto fail;
+    if (o->timing)
+        fprintf(stderr,
+                "kvtrace: timing: %.3f s loading (config, prompts, weights), %.3f s forward pass on %s, %.3f s "
+                "writing the trace, %.3f s merging the parts into %s (%ld tokens)\n",
+                load_s, t_commit - t.t_start - t.write_s, k->name, t.write_s, kv_now_s() - t_commit, o->out_path,
+                t.tokens_done);
     if (t.progress)
         fprintf(stderr, "kvtrace: wrote %s (%d prompts, %ld tokens, %d layers)\n", o->out_path, ps.n, t.tokens_done,
                 n_traced);
