@@ -16,8 +16,9 @@ and transformers (the device machine's python3). Not run by `make bench`.
    CUDA tracer (colsum + window + values; and with full maps where they fit
    on disk) against transformers' eager output_attentions=True forward plus
    writing the same data with h5py. Tokens/s, peak GPU memory, ratio; OOM is
-   reported as such. Per-prompt time for kvtrace is the difference between
-   runs over two prompts and one (so model loading is excluded on both sides).
+   reported as such. Each side traces one prompt; kvtrace's time is its
+   --timing split (forward pass, writing, finishing the trace), so model
+   loading is left out on both sides.
    Each kvtrace run stops after --case-seconds; no case starts after
    --deadline seconds (those are listed as not run), so that the whole fits a
    short device budget. Exit 77 (skipped) without a GPU.
@@ -133,6 +134,8 @@ def hf_trace(model, n, window, out_path, full_maps):
     hooks = [layer.self_attn.v_proj.register_forward_hook(lambda m, i, o: values.append(o))
              for layer in model.model.layers]
     ids = torch.randint(0, model.config.vocab_size, (1, n)).cuda()
+    if os.path.exists(out_path):
+        os.remove(out_path)  # as for kvtrace: replacing the last file is not timed
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -166,32 +169,29 @@ def hf_trace(model, n, window, out_path, full_maps):
 
 
 TIMING = re.compile(r"kvtrace: timing: ([\d.]+) s loading .*, ([\d.]+) s forward pass on \w+, ([\d.]+) s writing "
-                    r"the trace, ([\d.]+) s merging")
+                    r"the trace, ([\d.]+) s finishing")
 
 
 def kv_time(path, n, out, full_maps, limit):
-    """Per-prompt seconds (two prompts minus one), peak GPU MiB, error text, and kvtrace --timing's per-prompt
-    split {forward, write, merge} (the same difference)."""
-    times, phases, peak = [], [], 0
-    for count in (1, 2):
-        pf = os.path.join(out, f"p{n}x{count}.jsonl")
-        with open(pf, "w") as f:
-            for i in range(count):
-                ids = np.random.default_rng(i).integers(0, 128256, n).tolist()
-                f.write(json.dumps({"id": f"p{i}", "input_ids": ids}) + "\n")
-        cmd = [KVTRACE, "--model", path, "--prompts", pf, "-o", os.path.join(out, "kv.h5"), "--force",
-               "--device", "cuda", "--max-tokens", str(n), "--timing"]
-        if full_maps:
-            cmd += ["--full-maps", "--maps-dtype", "f16"]
-        rc, err, mib, dt = peak_gpu_mib_during(cmd, limit)
-        m = TIMING.search(err)
-        if rc or not m:
-            return None, mib, err.strip(), {}
-        times.append(dt)
-        phases.append([float(x) for x in m.groups()[1:]])
-        peak = max(peak, mib)
-    split = {k: b - a for k, a, b in zip(("forward", "write", "merge"), phases[0], phases[1])}
-    return times[1] - times[0], peak, "", split
+    """kvtrace on one n-token prompt: seconds for it (forward pass + writing + finishing the trace, from
+    --timing: loading the model is left out, as on transformers' side), peak GPU MiB, error text, and the
+    split {forward, write, finish}."""
+    pf = os.path.join(out, f"p{n}.jsonl")
+    with open(pf, "w") as f:
+        f.write(json.dumps({"id": "p0", "input_ids": np.random.default_rng(0).integers(0, 128256, n).tolist()}) + "\n")
+    trace = os.path.join(out, "kv.h5")
+    if os.path.exists(trace):
+        os.remove(trace)  # else replacing the last case's trace would be timed as part of finishing this one
+    cmd = [KVTRACE, "--model", path, "--prompts", pf, "-o", trace, "--force",
+           "--device", "cuda", "--max-tokens", str(n), "--timing"]
+    if full_maps:
+        cmd += ["--full-maps", "--maps-dtype", "f16"]
+    rc, err, mib, _ = peak_gpu_mib_during(cmd, limit)
+    m = TIMING.search(err)
+    if rc or not m:
+        return None, mib, err.strip(), {}
+    split = dict(zip(("forward", "write", "finish"), (float(x) for x in m.groups()[1:])))
+    return sum(split.values()), mib, "", split
 
 
 def main():
@@ -239,12 +239,12 @@ def main():
             print(rows[-1], f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     print()
     print(f"{'N':>6} {'maps':>5} {'kvtrace tok/s':>14} {'kv GPU MiB':>11} {'HF tok/s':>10} {'HF GPU MiB':>11} "
-          f"{'ratio':>7}   per prompt, s: kvtrace forward / write / merge; HF forward / rest")
+          f"{'ratio':>7}   s: kvtrace forward / write / finish; HF forward / rest")
     for n, full, kv_s, kv_mib, err, split, hf_s, hf_fwd, hf_mib in rows:
         kv = f"{n / kv_s:14.0f}" if kv_s else f"{'FAILED':>14}"
         hf = f"{n / hf_s:10.0f}" if hf_s else f"{'OOM':>10}"
         ratio = f"{hf_s / kv_s:6.1f}x" if kv_s and hf_s else f"{'-':>7}"
-        kv_split = " / ".join(f"{split[k]:.3f}" for k in ("forward", "write", "merge")) if split else "-"
+        kv_split = " / ".join(f"{split[k]:.3f}" for k in ("forward", "write", "finish")) if split else "-"
         hf_split = f"{hf_fwd:.3f} / {hf_s - hf_fwd:.3f}" if hf_s else "-"
         print(f"{n:6d} {'yes' if full else 'no':>5} {kv} {kv_mib:11.0f} {hf} {hf_mib:11.0f} {ratio}   "
               f"{kv_split}; {hf_split}")

@@ -153,15 +153,17 @@ int kv_parts_write_index(kv_trace_writer *w, kv_error *err) {
     return bad ? kv_fail(err, "%s: cannot write the index of completed prompts", w->index_path) : 0;
 }
 
-/* model.h5.tmp with the file attributes and /model (wo filled in later). */
+/* model.h5.tmp with the file attributes, the run's settings and /model (wo
+ * filled in later); when direct, trace.h5.tmp with the file attributes and
+ * /model, which the prompt joins. */
 int kv_parts_create_model_file(kv_trace_writer *w, kv_error *err) {
     const kv_trace_meta *m = &w->meta;
-    char *tmp = kv_parts_file(w, "model.h5.tmp");
-    w->mfile = tmp ? H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    free(tmp);
+    w->mtmp = kv_parts_file(w, w->direct ? "trace.h5.tmp" : "model.h5.tmp");
+    w->mfile = w->mtmp ? H5Fcreate(w->mtmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT) : -1;
     if (w->mfile < 0) return kv_fail(err, "%s: cannot create files in it", w->parts);
     hid_t g = H5Gcreate2(w->mfile, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int bad = kv_parts_write_root_attrs(w->mfile, m) || kv_h5_write_string_attr(w->mfile, "run_settings", w->settings) || g < 0 ||
+    int bad = kv_parts_write_root_attrs(w->mfile, m) ||
+              (!w->direct && kv_h5_write_string_attr(w->mfile, "run_settings", w->settings)) || g < 0 ||
               kv_h5_write_int_attr(g, "n_layers", m->n_layers) || kv_h5_write_int_attr(g, "n_heads", m->n_heads) ||
               kv_h5_write_int_attr(g, "n_kv_heads", m->n_kv_heads) || kv_h5_write_int_attr(g, "head_dim", m->head_dim) ||
               kv_h5_write_int_attr(g, "hidden_size", m->hidden_size) || kv_h5_write_int_attr(g, "vocab_size", m->vocab_size) ||
@@ -176,7 +178,7 @@ int kv_parts_create_model_file(kv_trace_writer *w, kv_error *err) {
 }
 
 int kv_parts_finish_model_file(kv_trace_writer *w, kv_error *err) {
-    if (w->mfile < 0) return 0;
+    if (w->mfile < 0 || w->direct) return 0; /* direct: the trace itself, closed by kv_trace_commit */
     herr_t r = H5Fclose(w->mfile);
     w->mfile = -1;
     char *tmp = kv_parts_file(w, "model.h5.tmp"), *fin = kv_parts_file(w, "model.h5");

@@ -59,6 +59,7 @@ kv_trace_writer *kv_trace_create(const char *path, int force, int resume, const 
         }
         w->created_parts = 1;
     }
+    w->direct = meta->n_prompts == 1 && !w->resumed;
     if (!w->resumed && kv_parts_create_model_file(w, err)) goto fail;
     return w;
 fail:
@@ -72,7 +73,7 @@ int kv_trace_has_prompt(const kv_trace_writer *w, const char *id) {
     return 0;
 }
 
-int kv_trace_n_prompts(const kv_trace_writer *w) { return w->n_done; }
+int kv_trace_n_prompts(const kv_trace_writer *w) { return w->direct ? 0 : w->n_done; } /* direct: none resumable */
 
 const char *kv_trace_index_path(const kv_trace_writer *w) { return w->index_path; }
 
@@ -98,7 +99,7 @@ static void close_prompt(kv_trace_writer *w, int discard) {
     w->group = -1;
     if (w->pfile >= 0) H5Fclose(w->pfile);
     w->pfile = -1;
-    if (discard && w->ptmp) unlink(w->ptmp);
+    if (discard && w->ptmp && !w->direct) unlink(w->ptmp); /* direct: the trace's file, removed by abort */
     kv_map_queue_free(w);
     free(w->map_buf);
     free(w->ptmp);
@@ -116,13 +117,15 @@ int kv_trace_begin_prompt(kv_trace_writer *w, const kv_trace_prompt *p, kv_error
     snprintf(name, sizeof name, "prompt-%05d.h5", index);
     snprintf(tmpname, sizeof tmpname, "%s.tmp", name);
     w->pname = strdup(name);
-    w->ptmp = kv_parts_file(w, tmpname);
+    w->ptmp = w->direct ? strdup(w->mtmp) : kv_parts_file(w, tmpname);
     w->pid = strdup(p->id);
     w->n = p->n;
     w->wrows = m->window < p->n ? m->window : p->n;
     if (!w->pname || !w->ptmp || !w->pid) return kv_fail(err, "out of memory");
-    w->pfile = H5Fcreate(w->ptmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t pg = w->pfile >= 0 ? H5Gcreate2(w->pfile, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    if (w->direct && w->n_done) return kv_fail(err, "%s: a second prompt in a run of one", w->parts);
+    if (!w->direct) w->pfile = H5Fcreate(w->ptmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = w->direct ? w->mfile : w->pfile;
+    hid_t pg = file >= 0 ? H5Gcreate2(file, "prompts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
     w->group = pg >= 0 ? H5Gcreate2(pg, p->id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
     if (pg >= 0) H5Gclose(pg);
     if (w->group < 0) {
@@ -251,6 +254,13 @@ int kv_trace_write_logits(kv_trace_writer *w, const float *logits, kv_error *err
 
 int kv_trace_end_prompt(kv_trace_writer *w, kv_error *err) {
     if (kv_map_queue_flush(w, err)) return -1;
+    if (w->direct) { /* the prompt is in the trace's own file: kv_trace_commit closes and renames it */
+        char *id = strdup(w->pid);
+        close_prompt(w, 0);
+        int bad = !id || kv_parts_add_done(w, id, "trace.h5.tmp", 0);
+        free(id);
+        return bad ? kv_fail(err, "out of memory") : 0;
+    }
     char *fin = kv_parts_file(w, w->pname);
     int index = w->n_done ? w->done[w->n_done - 1].index + 1 : 0;
     char *tmp = strdup(w->ptmp), *id = strdup(w->pid), *name = strdup(w->pname);
@@ -273,14 +283,31 @@ static void free_writer(kv_trace_writer *w) {
     free(w->done);
     if (w->f16 > 0) H5Tclose(w->f16);
     free(w->path);
+    free(w->mtmp);
     free(w->parts);
     free(w->index_path);
     free(w->settings);
     free(w);
 }
 
+/* A run of one prompt: closes the trace's file and renames it into place. */
+static int commit_direct(kv_trace_writer *w, kv_error *err) {
+    herr_t r = H5Fclose(w->mfile);
+    w->mfile = -1;
+    int rc = 0;
+    if (r < 0 || w->n_done != 1)
+        rc = kv_fail(err, "%s: cannot finish the trace (disk full?)", w->mtmp);
+    else if (rename(w->mtmp, w->path))
+        rc = kv_fail(err, "%s: cannot move the finished trace into place: %s", w->path, strerror(errno));
+    if (rc) unlink(w->mtmp);
+    else kv_parts_remove_dir(w->parts);
+    free_writer(w);
+    return rc;
+}
+
 /* Copies the parts into one file under a temporary name, then renames it. */
 int kv_trace_commit(kv_trace_writer *w, kv_error *err) {
+    if (w->direct) return commit_direct(w, err);
     int rc = -1;
     /* assembled inside the parts directory, so a kill leaves nothing next to the output */
     char *tmp = kv_parts_file(w, "trace.h5.tmp"), *model = kv_parts_file(w, "model.h5");
@@ -329,10 +356,8 @@ void kv_trace_abort(kv_trace_writer *w, int keep_completed) {
     if (w->mfile >= 0) {
         H5Fclose(w->mfile);
         w->mfile = -1;
-        char *tmp = kv_parts_file(w, "model.h5.tmp");
-        if (tmp) unlink(tmp);
-        free(tmp);
+        if (w->mtmp) unlink(w->mtmp);
     }
-    if (w->parts && (!keep_completed || w->n_done == 0) && w->created_parts) kv_parts_remove_dir(w->parts);
+    if (w->parts && (!keep_completed || kv_trace_n_prompts(w) == 0) && w->created_parts) kv_parts_remove_dir(w->parts);
     free_writer(w);
 }

@@ -9,7 +9,11 @@
  * Every file in OUT.parts is written under a temporary name and renamed when
  * complete, so each one present is whole. kv_trace_commit merges the parts
  * into OUT (again under a temporary name, then renamed) and removes OUT.parts;
- * a run that stops before that leaves OUT.parts for kv_trace_create(resume). */
+ * a run that stops before that leaves OUT.parts for kv_trace_create(resume).
+ *
+ * A run of one prompt has nothing to resume: it writes /model and its prompt
+ * straight into OUT.parts/trace.h5.tmp, renamed to OUT at the end, so that
+ * its data are written once, not twice (docs/trace-format.md). */
 #ifndef KV_TRACE_WRITE_H
 #define KV_TRACE_WRITE_H
 
@@ -31,6 +35,7 @@ typedef struct {
     int maps_deflate;          /* attn chunks shuffled + deflated (else stored raw: twice the size, faster to read) */
     const double *near_r_local;/* [n_near] FastGen r_l values of "nearsum" (attribute "nearsum_r_local") */
     int n_near;                /* 0 .. KV_MAX_NEAR; 0: no "nearsum" */
+    int n_prompts;             /* prompts this run writes; 1: straight into the trace (above) */
 } kv_trace_meta;
 
 typedef struct {

@@ -31,8 +31,11 @@ struct kv_trace_writer {
     char *settings;            /* what a resumed run must match */
     int created_parts;         /* this run made the parts directory */
     int resumed;
+    int direct;                /* one prompt: written straight into parts/trace.h5.tmp with /model (mfile),
+                                  renamed into place at the end; no part files, nothing to resume or merge */
     hid_t f16;                 /* IEEE half type */
-    hid_t mfile;               /* model.h5.tmp while open, else -1 */
+    hid_t mfile;               /* mtmp while open, else -1 */
+    char *mtmp;                /* parts/model.h5.tmp, or parts/trace.h5.tmp when direct */
     done_prompt *done;         /* completed prompts, in index order */
     int n_done, cap_done;
     /* the prompt in flight */

@@ -92,6 +92,81 @@ for trial, sig in enumerate([signal.SIGKILL, signal.SIGINT, signal.SIGKILL, sign
                 r.returncode == 0 and "already complete" in r.stderr, r.stderr)
     c.check(f"trial {trial}: parts removed", not os.path.exists(parts))
 
+# A run of one prompt writes it once, straight into the trace (no part files, no merge): the trace holds the
+# same objects, attributes and data as that prompt's share of a run of several, and a kill loses nothing that
+# --resume cannot redo.
+def objects(f, name):
+    found = {}
+    f[name].visititems(lambda n, o: found.__setitem__(n, o))
+    return found
+
+
+def same_objects(a, b):
+    """the same groups, datasets (dtype, shape, chunks, filters, data) and attributes below each root"""
+    def attrs_equal(x, y):
+        return sorted(x.attrs) == sorted(y.attrs) and all(np.array_equal(x.attrs[k], y.attrs[k]) for k in x.attrs)
+    if sorted(a) != sorted(b):
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if not attrs_equal(x, y):
+            return False
+        if isinstance(x, h5py.Dataset) and not (
+                x.dtype == y.dtype and x.shape == y.shape and x.chunks == y.chunks and
+                x.compression == y.compression and x.shuffle == y.shuffle and np.array_equal(x[()], y[()])):
+            return False
+    return True
+
+
+one = os.path.join(c.tmp.name, "one.jsonl")
+with open(prompts) as src, open(one, "w") as dst:
+    dst.write(src.readline())
+pid0 = "q00"
+out = os.path.join(c.tmp.name, "one.h5")
+p = subprocess.Popen([KVTRACE] + ARGS[:2] + ["--prompts", one] + ARGS[4:] + ["-o", out], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE, text=True)
+seen = set()
+while p.poll() is None:
+    try:
+        seen.update(os.listdir(out + ".parts"))
+    except FileNotFoundError:  # not made yet, or removed at the end
+        pass
+    time.sleep(0.001)
+_, err = p.communicate()
+c.check("one prompt: the run writes no part files, only the trace's own temporary file",
+        p.returncode == 0 and seen == {"trace.h5.tmp"}, f"{sorted(seen)} {err.strip()}")
+with h5py.File(out, "r") as f:
+    c.check("one prompt: the same file attributes as a run of several",
+            sorted(f.attrs) == sorted(REF.attrs) and all(np.array_equal(f.attrs[k], REF.attrs[k]) for k in f.attrs))
+    c.check("one prompt: /model the same, object by object",
+            same_objects(objects(f, "model"), objects(REF, "model")) and
+            sorted(f["model"].attrs) == sorted(REF["model"].attrs))
+    g, r0 = f["prompts"][pid0], REF["prompts"][pid0]
+    c.check("one prompt: the prompt the same, object by object (data, chunks, filters, attributes)",
+            list(f["prompts"]) == [pid0] and same_objects(objects(f, f"prompts/{pid0}"), objects(REF, f"prompts/{pid0}"))
+            and sorted(g.attrs) == sorted(r0.attrs) and all(np.array_equal(g.attrs[k], r0.attrs[k]) for k in g.attrs))
+c.check("one prompt: no parts left", not os.path.exists(out + ".parts"))
+for sig in (signal.SIGKILL, signal.SIGINT):
+    out = os.path.join(c.tmp.name, f"one-{sig.name}.h5")
+    p = subprocess.Popen([KVTRACE] + ARGS[:2] + ["--prompts", one] + ARGS[4:] + ["-o", out],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not os.path.exists(os.path.join(out + ".parts", "trace.h5.tmp")) and p.poll() is None:
+        time.sleep(0.001)
+    p.send_signal(sig)
+    _, err = p.communicate()
+    if p.returncode == 0:  # finished before the signal landed
+        c.skip(f"one prompt, {sig.name}: the run ended before the signal")
+        continue
+    c.check(f"one prompt, {sig.name}: no trace", not os.path.exists(out))
+    if sig == signal.SIGINT:
+        c.check("one prompt, SIGINT: nothing to resume, so no parts are left and the message says so",
+                not os.path.exists(out + ".parts") and "before any prompt was traced" in err, err.strip())
+    r = run([KVTRACE] + ARGS[:2] + ["--prompts", one] + ARGS[4:] + ["-o", out, "--resume"])
+    with h5py.File(out, "r") as f:
+        c.check(f"one prompt, {sig.name}: --resume traces it again, equal to the uninterrupted run",
+                r.returncode == 0 and same_prompt(f["prompts"][pid0], pid0) and not os.path.exists(out + ".parts"),
+                r.stderr)
+
 # an interrupted run's parts are never silently replaced, and resume checks the settings
 out = os.path.join(c.tmp.name, "guard.h5")
 p = subprocess.Popen([KVTRACE] + ARGS + ["-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -261,7 +261,7 @@ t0 = time.perf_counter()
 r = run([KVTRACE] + G + ["-o", timed, "--timing"])
 wall = time.perf_counter() - t0
 m = re.fullmatch(r"kvtrace: timing: ([\d.]+) s loading \(config, prompts, weights\), ([\d.]+) s forward pass on cpu, "
-                 r"([\d.]+) s writing the trace, ([\d.]+) s merging the parts into \S+ \((\d+) tokens\)\n", r.stderr)
+                 r"([\d.]+) s writing the trace, ([\d.]+) s finishing \S+ \((\d+) tokens\)\n", r.stderr)
 c.check("--timing: one line splitting the run; the parts add up to no more than the wall time",
         r.returncode == 0 and m is not None and sum(float(x) for x in m.groups()[:4]) <= wall
         and int(m.group(5)) > 0, r.stderr)

@@ -93,7 +93,8 @@ static void usage(FILE *f) {
             "                      and the others traced (same model, prompts and settings)\n"
             "  --force             overwrite an existing output file (and an interrupted run's parts)\n"
             "  --timing            print where the time went: loading, the forward pass, writing the trace\n"
-            "                      (during the pass and after each prompt) and merging the parts\n"
+            "                      (during the pass and after each prompt) and finishing it (merging the\n"
+            "                      parts of a run of several prompts into OUTPUT)\n"
             "  -h, --help          this help\n"
             "  --version           print the version\n");
 }
@@ -510,7 +511,7 @@ static int run(const options *o) {
         .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .hidden_size = c->hidden_size,
         .vocab_size = c->vocab_size, .layers = layers, .n_traced = n_traced, .window = o->window,
         .rope_precision = kv_rope_precision_name(o->rope_precision), .full_maps = o->full_maps, .maps_f16 = o->maps_f16, .maps_deflate = o->maps_deflate,
-        .near_r_local = o->local_ratios, .n_near = o->n_local_ratios,
+        .near_r_local = o->local_ratios, .n_near = o->n_local_ratios, .n_prompts = ps.n,
     };
     if (!(w = kv_trace_create(o->out_path, o->force, o->resume, &meta, &err))) goto fail;
     wo = kv_malloc((size_t)c->hidden_size * c->n_heads * c->head_dim * sizeof(float), &err);
@@ -537,7 +538,7 @@ static int run(const options *o) {
     if (o->timing)
         fprintf(stderr,
                 "kvtrace: timing: %.3f s loading (config, prompts, weights), %.3f s forward pass on %s, %.3f s "
-                "writing the trace, %.3f s merging the parts into %s (%ld tokens)\n",
+                "writing the trace, %.3f s finishing %s (%ld tokens)\n",
                 load_s, t_commit - t.t_start - t.write_s, k->name, t.write_s, kv_now_s() - t_commit, o->out_path,
                 t.tokens_done);
     if (t.progress)
