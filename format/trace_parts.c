@@ -56,6 +56,22 @@ int kv_parts_remove_dir(const char *dir) {
 
 int kv_trace_remove_parts(const char *parts_dir) { return kv_parts_remove_dir(parts_dir); }
 
+/* a completed prompt's file: prompt-NNNNN.h5 (its temporary name ends in .tmp) */
+static int is_prompt_file(const char *name) {
+    size_t len = strlen(name);
+    return !strncmp(name, "prompt-", 7) && len > 10 && !strcmp(name + len - 3, ".h5");
+}
+
+int kv_trace_parts_completed(const char *parts_dir) {
+    DIR *d = opendir(parts_dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += is_prompt_file(e->d_name);
+    closedir(d);
+    return n;
+}
+
 int kv_parts_add_done(kv_trace_writer *w, const char *id, const char *file, int index) {
     if (w->n_done == w->cap_done) {
         int cap = w->cap_done ? 2 * w->cap_done : 16;
@@ -109,7 +125,7 @@ int kv_parts_load(kv_trace_writer *w, kv_error *err) {
         char *p = kv_parts_file(w, e->d_name);
         if (len > 4 && !strcmp(e->d_name + len - 4, ".tmp")) {
             unlink(p); /* in flight when the run stopped */
-        } else if (!strncmp(e->d_name, "prompt-", 7) && len > 10 && !strcmp(e->d_name + len - 3, ".h5")) {
+        } else if (is_prompt_file(e->d_name)) {
             hid_t pf = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
             hid_t g = pf >= 0 ? H5Gopen2(pf, "prompts", H5P_DEFAULT) : -1;
             first_child c = {{0}, 0};

@@ -89,6 +89,9 @@ void kv_trace_abort(kv_trace_writer *w, int keep_completed);
 
 /* Removes a parts directory and every file in it. */
 int kv_trace_remove_parts(const char *parts_dir);
+/* How many completed prompts an interrupted run left in a parts directory
+ * (0 when none, or when it cannot be read). */
+int kv_trace_parts_completed(const char *parts_dir);
 
 #define KV_TRACE_MAP_BLOCK 64   /* query rows per attn chunk */
 

@@ -161,6 +161,11 @@ for sig in (signal.SIGKILL, signal.SIGINT):
     if sig == signal.SIGINT:
         c.check("one prompt, SIGINT: nothing to resume, so no parts are left and the message says so",
                 not os.path.exists(out + ".parts") and "before any prompt was traced" in err, err.strip())
+    else:
+        r = run([KVTRACE] + ARGS[:2] + ["--prompts", one] + ARGS[4:] + ["-o", out])
+        c.check("one prompt, SIGKILL: the next run refuses the parts left behind, saying no prompt was completed",
+                r.returncode != 0 and "before it completed a prompt" in r.stderr and r.stderr.count("\n") == 1,
+                r.stderr)
     r = run([KVTRACE] + ARGS[:2] + ["--prompts", one] + ARGS[4:] + ["-o", out, "--resume"])
     with h5py.File(out, "r") as f:
         c.check(f"one prompt, {sig.name}: --resume traces it again, equal to the uninterrupted run",
@@ -176,7 +181,8 @@ p.kill()
 p.wait()
 if c.check("guard: a run killed after two prompts left its parts", os.path.exists(out + ".parts/index.h5")):
     r = run([KVTRACE] + ARGS + ["-o", out])
-    c.check("guard: without --resume or --force it refuses", r.returncode != 0 and "--resume" in r.stderr, r.stderr)
+    c.check("guard: without --resume or --force it refuses, naming the completed prompts",
+            r.returncode != 0 and "completed prompts are here; use --resume" in r.stderr, r.stderr)
     r = run([KVTRACE] + ARGS[:-4] + ["--window", "16", "--threads", "1", "-o", out, "--resume"])
     c.check("guard: --resume with another --window refuses", r.returncode != 0 and "other settings" in r.stderr,
             r.stderr)

@@ -460,8 +460,12 @@ static int run(const options *o) {
         return 1;
     }
     if (kv_path_exists(parts) && !o->resume && !o->force) {
-        fprintf(stderr, "kvtrace: %s: an interrupted run's completed prompts are here; use --resume to continue it "
-                        "or --force to start over\n", parts);
+        if (kv_trace_parts_completed(parts) > 0)
+            fprintf(stderr, "kvtrace: %s: an interrupted run's completed prompts are here; use --resume to continue "
+                            "it or --force to start over\n", parts);
+        else
+            fprintf(stderr, "kvtrace: %s: left by a run that was interrupted before it completed a prompt (or is "
+                            "still running); use --resume or --force to start over\n", parts);
         return 1;
     }
     signal(SIGINT, on_signal);
